@@ -1,0 +1,3 @@
+from trigger_ml.cli import main
+
+main()

@@ -1,0 +1,281 @@
+"""Reader and writer for the ADC2021 "LHC new physics" event layout.
+
+An events file is HDF5 with a dataset ``Particles`` of shape (N, 19, 4):
+rows = MET, 4 e/gamma, 4 muons, 10 jets (pT-ordered within each type, zero-padded);
+columns = pT [GeV], eta, phi, type (1 MET, 2 e/gamma, 3 muon, 4 jet; 0 for padding).
+Models use the 57 = 19 x 3 features (type dropped).
+
+Reading is lazy and chunked so memory does not grow with the file size; every chunk is
+validated and the first offending event is named in a one-line :class:`DataFormatError`.
+Files written here may carry optional extra datasets (``process``: integer process code per
+event) and attributes (generator, seed); readers of the ADC2021 files never need them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+import numpy as np
+
+from trigger_ml.errors import ArtifactError, DataFormatError
+
+DATASET = "Particles"
+N_OBJECTS = 19
+N_COLUMNS = 4
+N_FEATURES = N_OBJECTS * 3
+#: slices of the 19 rows per object type
+OBJECT_SLICES: dict[str, slice] = {
+    "met": slice(0, 1),
+    "egamma": slice(1, 5),
+    "muon": slice(5, 9),
+    "jet": slice(9, 19),
+}
+TYPE_CODES: dict[str, int] = {"met": 1, "egamma": 2, "muon": 3, "jet": 4}
+#: expected type code of each of the 19 rows
+ROW_TYPES = np.array([1] + [2] * 4 + [3] * 4 + [4] * 10, dtype=np.int64)
+DEFAULT_CHUNK = 65536
+
+
+@dataclass(frozen=True)
+class EventsInfo:
+    """Summary of an events file without reading its payload."""
+
+    path: Path
+    n_events: int
+    dtype: str
+    extra_datasets: tuple[str, ...]
+    attrs: dict
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    p = Path(path)
+    if not p.exists():
+        raise DataFormatError(f"{p}: file not found")
+    try:
+        return h5py.File(p, "r")
+    except OSError as exc:
+        raise DataFormatError(
+            f"{p}: cannot be opened as HDF5 (truncated or corrupt file?): {str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _dataset(f: h5py.File, path: Path) -> h5py.Dataset:
+    if DATASET not in f:
+        names = ", ".join(sorted(f.keys())) or "none"
+        raise DataFormatError(
+            f"{path}: no dataset '{DATASET}' (found: {names}); ADC2021 files hold events in '/{DATASET}'"
+        )
+    ds = f[DATASET]
+    if not isinstance(ds, h5py.Dataset):
+        raise DataFormatError(f"{path}: '/{DATASET}' is a group, expected an (N, 19, 4) dataset")
+    if ds.ndim != 3 or ds.shape[1:] != (N_OBJECTS, N_COLUMNS):
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}' has shape {ds.shape}, expected (N, {N_OBJECTS}, {N_COLUMNS})"
+        )
+    if ds.dtype.kind != "f":
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}' has dtype {ds.dtype}, expected float32 or float64"
+        )
+    return ds
+
+
+def validate_chunk(chunk: np.ndarray, path: Path, start: int) -> None:
+    """Raise DataFormatError naming the first offending event of ``chunk`` (global index ``start`` + i)."""
+    bad = ~np.isfinite(chunk)
+    if bad.any():
+        i, r, c = np.argwhere(bad)[0]
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}': event {start + i} object {r} column {c} is not finite "
+            f"({chunk[i, r, c]}); remove or fix non-finite values"
+        )
+    types = chunk[:, :, 3]
+    ok_type = (types == ROW_TYPES) | (types == 0)
+    if not ok_type.all():
+        i, r = np.argwhere(~ok_type)[0]
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}': event {start + i} object {r} has type code {types[i, r]:g}, "
+            f"expected {ROW_TYPES[r]} or 0 (padding); rows must be MET, 4 e/gamma, 4 muons, 10 jets"
+        )
+    pt = chunk[:, :, 0]
+    if (pt < 0).any():
+        i, r = np.argwhere(pt < 0)[0]
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}': event {start + i} object {r} has negative pT {pt[i, r]:g}"
+        )
+    pad_with_pt = (types == 0) & (pt != 0)
+    if pad_with_pt.any():
+        i, r = np.argwhere(pad_with_pt)[0]
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}': event {start + i} object {r} has type 0 (padding) but pT {pt[i, r]:g}"
+        )
+
+
+def info(path: str | os.PathLike) -> EventsInfo:
+    """Shape, dtype and metadata of an events file (validates the layout, not the values)."""
+    p = Path(path)
+    with _open(p) as f:
+        ds = _dataset(f, p)
+        extra = tuple(sorted(k for k in f.keys() if k != DATASET))
+        return EventsInfo(p, int(ds.shape[0]), str(ds.dtype), extra, dict(f.attrs))
+
+
+def count_events(path: str | os.PathLike) -> int:
+    """Number of events in an ADC2021-layout file."""
+    return info(path).n_events
+
+
+def iter_chunks(
+    path: str | os.PathLike,
+    chunk_size: int = DEFAULT_CHUNK,
+    start: int = 0,
+    stop: int | None = None,
+    validate: bool = True,
+    with_extra: bool = False,
+) -> Iterator[np.ndarray] | Iterator[tuple[np.ndarray, dict[str, np.ndarray]]]:
+    """Yield validated (n, 19, 4) float32 chunks of events [start, stop) without loading the whole file.
+
+    With ``with_extra=True`` yield ``(chunk, extras)`` where extras holds the per-event extra
+    datasets (e.g. ``process``) for the same events.
+    """
+    if chunk_size <= 0:
+        raise ValueError("chunk_size must be positive")
+    p = Path(path)
+    with _open(p) as f:
+        ds = _dataset(f, p)
+        n = ds.shape[0]
+        stop = n if stop is None else min(stop, n)
+        extras = {
+            k: f[k] for k in f.keys() if k != DATASET and isinstance(f[k], h5py.Dataset) and f[k].shape[:1] == (n,)
+        }
+        for lo in range(start, stop, chunk_size):
+            hi = min(lo + chunk_size, stop)
+            try:
+                chunk = np.asarray(ds[lo:hi], dtype=np.float32)
+            except OSError as exc:
+                raise DataFormatError(
+                    f"{p}: dataset '{DATASET}': events {lo}-{hi} cannot be read (truncated file?): "
+                    f"{str(exc).splitlines()[0]}"
+                ) from None
+            if validate:
+                validate_chunk(chunk, p, lo)
+            if with_extra:
+                yield chunk, {k: np.asarray(v[lo:hi]) for k, v in extras.items()}
+            else:
+                yield chunk
+
+
+def read_events(
+    path: str | os.PathLike, start: int = 0, stop: int | None = None, validate: bool = True
+) -> np.ndarray:
+    """Read events [start, stop) into memory as a (n, 19, 4) float32 array."""
+    chunks = list(iter_chunks(path, start=start, stop=stop, validate=validate))
+    if not chunks:
+        return np.zeros((0, N_OBJECTS, N_COLUMNS), dtype=np.float32)
+    return np.concatenate(chunks)
+
+
+def read_extra(path: str | os.PathLike, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Read an optional per-event dataset (e.g. ``process``) written next to ``Particles``."""
+    p = Path(path)
+    with _open(p) as f:
+        if name not in f:
+            raise DataFormatError(f"{p}: no dataset '{name}' (this file carries only {sorted(f.keys())})")
+        return np.asarray(f[name][start:stop])
+
+
+def to_features(events: np.ndarray) -> np.ndarray:
+    """Drop the type column: (n, 19, 4) -> (n, 57) features ordered (pT, eta, phi) per object."""
+    return np.ascontiguousarray(events[:, :, :3]).reshape(len(events), N_FEATURES)
+
+
+class EventsWriter:
+    """Append events to a new ADC2021-layout file, written atomically (temp file + rename)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        force: bool = False,
+        attrs: dict | None = None,
+        dtype: str = "float32",
+        compression: str | None = None,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not force:
+            raise ArtifactError(f"{self.path}: exists; pass --force (force=True) to overwrite")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._f = h5py.File(self._tmp, "w")
+        self._ds = self._f.create_dataset(
+            DATASET,
+            shape=(0, N_OBJECTS, N_COLUMNS),
+            maxshape=(None, N_OBJECTS, N_COLUMNS),
+            dtype=dtype,
+            chunks=(4096, N_OBJECTS, N_COLUMNS),
+            compression=compression,
+        )
+        self._extra: dict[str, h5py.Dataset] = {}
+        for k, v in (attrs or {}).items():
+            self._f.attrs[k] = v
+        self.n = 0
+
+    def append(self, events: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
+        """Append (n, 19, 4) events and optional per-event extra arrays."""
+        events = np.asarray(events)
+        if events.ndim != 3 or events.shape[1:] != (N_OBJECTS, N_COLUMNS):
+            raise ValueError(f"events must have shape (n, {N_OBJECTS}, {N_COLUMNS}), got {events.shape}")
+        n0, n1 = self.n, self.n + len(events)
+        self._ds.resize(n1, axis=0)
+        self._ds[n0:n1] = events
+        for k, v in (extra or {}).items():
+            v = np.asarray(v)
+            if k not in self._extra:
+                if n0:
+                    raise ValueError(f"extra dataset '{k}' must be given from the first append on")
+                self._extra[k] = self._f.create_dataset(
+                    k, shape=(0,) + v.shape[1:], maxshape=(None,) + v.shape[1:], dtype=v.dtype, chunks=True
+                )
+            self._extra[k].resize(n1, axis=0)
+            self._extra[k][n0:n1] = v
+        self.n = n1
+
+    def close(self) -> Path:
+        """Finish the file and move it into place."""
+        self._f.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial file."""
+        try:
+            self._f.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "EventsWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_events(
+    path: str | os.PathLike,
+    events: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+    attrs: dict | None = None,
+    force: bool = False,
+) -> Path:
+    """Write (n, 19, 4) events to an ADC2021-layout file atomically; refuse to overwrite unless ``force``."""
+    with EventsWriter(path, force=force, attrs=attrs, dtype=str(np.asarray(events).dtype) if np.asarray(events).dtype.kind == "f" else "float32") as w:
+        w.append(events, extra)
+    return Path(path)
