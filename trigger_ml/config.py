@@ -1,0 +1,105 @@
+"""Pydantic configurations loaded from YAML; an invalid config names the field, the value and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from trigger_ml.errors import ConfigError
+
+Rounding = Literal["RND", "TRN", "RND_CONV"]
+Overflow = Literal["WRAP", "SAT", "SAT_SYM"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class QuantSpec(_Strict):
+    """QKeras-style fixed-point spec: ``bits`` total (incl. sign), ``integer`` bits excl. sign."""
+
+    bits: int = Field(ge=1, le=32)
+    integer: int = Field(ge=-16, le=32)
+    signed: bool = True
+    rounding: Rounding = "RND"
+    overflow: Overflow = "SAT"
+
+
+class Quantization(_Strict):
+    """Fixed (QKeras-like, non-trainable widths) or learned (HGQ2 with the EBOPs term ``beta``)."""
+
+    mode: Literal["fixed", "learned"] = "fixed"
+    weight: QuantSpec = QuantSpec(bits=8, integer=1, overflow="SAT_SYM")
+    bias: QuantSpec = QuantSpec(bits=12, integer=5)
+    activation: QuantSpec = QuantSpec(bits=12, integer=6)
+    #: precision of the in-graph score arithmetic (differences, squares, sums)
+    score: QuantSpec = QuantSpec(bits=24, integer=14)
+    #: EBOPs regularisation strength (learned mode); scheduled from beta to beta_final
+    beta: float = Field(default=1e-6, ge=0)
+    beta_final: float | None = Field(default=None, ge=0)
+    #: per-layer overrides: {layer_name: {weight|bias|activation: QuantSpec}}
+    layers: dict[str, dict[Literal["weight", "bias", "activation"], QuantSpec]] = {}
+
+
+class Training(_Strict):
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=1024, ge=1)
+    learning_rate: float = Field(default=2e-3, gt=0)
+    validation_split: float = Field(default=0.2, gt=0, lt=1)
+    patience: int = Field(default=5, ge=1)
+    max_events: int | None = Field(default=None, ge=1)
+    kl_weight: float = Field(default=0.5, ge=0)
+
+
+class ModelConfig(_Strict):
+    """One zoo architecture (see ``models/*.yaml``)."""
+
+    name: str
+    kind: Literal["autoencoder", "vae", "cnn_autoencoder", "classifier", "student"]
+    preprocessing: Literal["axol1tl", "standardize"] = "axol1tl"
+    hidden: list[int] = [32, 16]
+    latent: int = Field(default=3, ge=1)
+    decoder: list[int] | None = None
+    batchnorm: bool = True
+    conv_filters: list[int] = [16, 32]
+    n_features: int = Field(default=57, ge=1)
+    n_classes: int = Field(default=5, ge=2)
+    input_quant: QuantSpec | None = None
+    quantization: Quantization = Quantization()
+    training: Training = Training()
+    teacher: str | None = None
+    seed: int = 0
+
+
+def _format_error(src: str, exc: ValidationError) -> str:
+    e = exc.errors()[0]
+    loc = ".".join(str(x) for x in e["loc"])
+    allowed = ""
+    ctx = e.get("ctx") or {}
+    if "expected" in ctx:
+        allowed = f"; allowed: {ctx['expected']}"
+    return f"{src}: field '{loc}': {e['msg']} (got {e.get('input')!r}){allowed}"
+
+
+def load_model_config(path_or_dict: str | Path | dict) -> ModelConfig:
+    """Load and validate a model config from a YAML file (or a dict)."""
+    if isinstance(path_or_dict, dict):
+        src, data = "config", path_or_dict
+    else:
+        p = Path(path_or_dict)
+        if not p.exists():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            data = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        src = str(p)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: expected a mapping at the top level")
+    try:
+        return ModelConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_error(src, exc)) from None

@@ -1,0 +1,308 @@
+"""Quantization-aware training (HGQ2) of zoo models, with the float twin trained alongside.
+
+``train(config, data, out)`` reads events, fits the preprocessing on background, trains the
+quantized model and its float twin (same architecture, plain Keras layers) with early stopping and
+best-weight checkpointing, and writes an artifact directory atomically:
+
+* ``model.keras`` — the deployable quantized model (inputs → score / probabilities), Keras 3 native
+* ``train_model.keras`` — the quantized training graph (e.g. the VAE with its decoder)
+* ``float_model.keras`` — the float twin's deployable model
+* ``preprocessing.json``, ``history.json``, ``manifest.json`` (config, data hash, seed, versions, metrics)
+
+``load_artifact`` loads with Keras ``safe_mode=True`` and turns any failure into a one-line error.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np
+
+from trigger_ml.config import ModelConfig, load_model_config
+from trigger_ml.data import adc2021
+from trigger_ml.data import preprocess as P
+from trigger_ml.errors import ArtifactError, ConfigError
+
+MODEL_FILE, TRAIN_FILE, FLOAT_FILE = "model.keras", "train_model.keras", "float_model.keras"
+
+
+@dataclass
+class Prepared:
+    """Model inputs and targets of one dataset, with the fitted preprocessing."""
+
+    x: np.ndarray
+    y: np.ndarray
+    events: np.ndarray | None
+    labels: np.ndarray | None
+    preprocessing: Any
+    input_info: dict
+
+
+def _events_inputs(events: np.ndarray, pre) -> np.ndarray:
+    return pre.transform(events).astype(np.float32)
+
+
+def _mask(events: np.ndarray) -> np.ndarray:
+    return np.repeat((events[:, :, 0] > 0).astype(np.float32), 3, axis=1)
+
+
+def fit_preprocessing(config: ModelConfig, events_or_x: np.ndarray):
+    """Fit the preprocessing of ``config`` and describe the firmware input type (+ mask info)."""
+    from trigger_ml.models.scores import mask_info_from_scaler
+
+    if config.preprocessing == "axol1tl":
+        pre = P.Pipeline([P.HardwareQuantizer(), P.IntegerScaler()]).fit(events_or_x)
+        scaler = pre.steps[1]
+        return pre, {**scaler.output_type(), "mask": mask_info_from_scaler(scaler)}
+    pre = P.Standardizer().fit(events_or_x)
+    q = config.input_quant
+    if q is None:
+        raise ConfigError(f"{config.name}: preprocessing 'standardize' needs 'input_quant' (bits, integer) for the firmware input type")
+    return pre, {"width": q.bits, "integer": q.integer + int(q.signed), "signed": q.signed, "rounding": q.rounding,
+                 "overflow": q.overflow}
+
+
+def quantize_standardized(x: np.ndarray, info: dict) -> np.ndarray:
+    """Round standardized float features onto the input fixed-point grid (what the firmware receives)."""
+    frac = info["width"] - info["integer"]
+    lo = -(2.0 ** (info["integer"] - 1)) if info["signed"] else 0.0
+    hi = 2.0 ** (info["integer"] - int(info["signed"])) - 2.0**-frac
+    return np.clip(np.floor(x * 2.0**frac + 0.5) / 2.0**frac, lo, hi).astype(np.float32)
+
+
+def model_inputs(config: ModelConfig, pre, info: dict, data: np.ndarray) -> np.ndarray:
+    """Preprocessed model inputs (exactly representable in the firmware input type)."""
+    if config.preprocessing == "axol1tl":
+        return _events_inputs(data, pre)
+    return quantize_standardized(pre.transform(data), info)
+
+
+def read_training_data(config: ModelConfig, data: Path, max_events: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Background events (L1 models) or (features, labels) (classifier) from ``data``."""
+    if config.kind == "classifier":
+        from trigger_ml.data.jets import load_jets
+
+        x, y = load_jets(data)
+        return (x[:max_events], y[:max_events]) if max_events else (x, y)
+    return adc2021.read_events(data, stop=max_events), None
+
+
+def _callbacks(config: ModelConfig, ckpt: Path, log: Callable[[str], None], quantized: bool) -> list:
+    import keras
+
+    cbs: list = [
+        keras.callbacks.EarlyStopping(patience=config.training.patience, restore_best_weights=True),
+        keras.callbacks.ModelCheckpoint(str(ckpt), save_best_only=True, save_weights_only=True),
+        _LogEpoch(log, config.training.epochs),
+    ]
+    if quantized:
+        from hgq.utils.sugar import FreeEBOPs
+
+        cbs.insert(0, FreeEBOPs())
+        q = config.quantization
+        if q.mode == "learned" and q.beta_final is not None and q.beta > 0:
+            from hgq.utils.sugar import BetaScheduler
+
+            b0, b1, n = q.beta, q.beta_final, config.training.epochs
+            cbs.append(BetaScheduler(lambda e: float(b0 * (b1 / b0) ** (e / max(n - 1, 1)))))
+    return cbs
+
+
+class _LogEpoch:
+    """Minimal epoch logger (a Keras callback) that prints one line per epoch."""
+
+    def __new__(cls, log, epochs):
+        import keras
+
+        class _CB(keras.callbacks.Callback):
+            def on_epoch_end(self, epoch, logs=None):
+                logs = logs or {}
+                items = "  ".join(f"{k} {v:.4g}" for k, v in logs.items() if isinstance(v, (int, float)))
+                log(f"  epoch {epoch + 1}/{epochs}  {items}")
+
+        return _CB()
+
+
+def _targets(config: ModelConfig, x: np.ndarray, events: np.ndarray | None, labels, teacher_scores) -> np.ndarray:
+    if config.kind in ("autoencoder", "cnn_autoencoder", "vae"):
+        return np.concatenate([x, _mask(events)], axis=1)
+    if config.kind == "classifier":
+        return np.eye(config.n_classes, dtype=np.float32)[labels]
+    return teacher_scores.reshape(-1, 1).astype(np.float32)
+
+
+def teacher_target(scores: np.ndarray) -> np.ndarray:
+    """Student regression target: log(1 + teacher score)."""
+    return np.log1p(np.maximum(np.asarray(scores, dtype=np.float64), 0)).astype(np.float32)
+
+
+def _fit(built, config: ModelConfig, x, y, workdir: Path, log, quantized: bool) -> dict:
+    import keras
+
+    t = config.training
+    built.train.compile(optimizer=keras.optimizers.Adam(t.learning_rate), loss=built.loss)
+    t0 = time.perf_counter()
+    hist = built.train.fit(
+        x, y, epochs=t.epochs, batch_size=t.batch_size, validation_split=t.validation_split, shuffle=True,
+        callbacks=_callbacks(config, workdir / ("q" if quantized else "f") / "best.weights.h5", log, quantized),
+        verbose=0,
+    )
+    seconds = time.perf_counter() - t0
+    h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
+    n_ep = len(h.get("loss", [])) or 1
+    return {"history": h, "seconds": seconds, "seconds_per_epoch": seconds / n_ep, "epochs": n_ep,
+            "best_val_loss": float(min(h.get("val_loss", [np.nan])))}
+
+
+def total_ebops(model) -> float:
+    """Sum of HGQ2 EBOPs over the model's layers (an estimate of LUT cost for DA / LUT+DSP for HLS)."""
+    import keras
+
+    total = 0.0
+    for layer in model._flatten_layers():
+        if getattr(layer, "enable_ebops", False) and hasattr(layer, "ebops"):
+            total += float(keras.ops.convert_to_numpy(layer.ebops))
+    return total
+
+
+def train(
+    config: ModelConfig | str | Path,
+    data: str | Path,
+    out: str | Path,
+    *,
+    seed: int | None = None,
+    epochs: int | None = None,
+    max_events: int | None = None,
+    teacher: str | Path | None = None,
+    force: bool = False,
+    float_twin: bool = True,
+    log: Callable[[str], None] = print,
+) -> Path:
+    """Train ``config`` on ``data`` and write the model artifact directory ``out`` (see module doc)."""
+    import keras
+
+    from trigger_ml.firmware.manifest import atomic_dir, sha256_file, write_manifest
+    from trigger_ml.models import build
+
+    cfg = config if isinstance(config, ModelConfig) else load_model_config(config)
+    updates: dict = {}
+    if seed is not None:
+        updates["seed"] = seed
+    if teacher is not None:
+        updates["teacher"] = str(teacher)
+    cfg = cfg.model_copy(update=updates)
+    if epochs is not None or max_events is not None:
+        tr = cfg.training.model_copy(update={k: v for k, v in (("epochs", epochs), ("max_events", max_events)) if v})
+        cfg = cfg.model_copy(update={"training": tr})
+    data = Path(data)
+    keras.utils.set_random_seed(cfg.seed)
+
+    raw, labels = read_training_data(cfg, data, cfg.training.max_events)
+    n_fit = int(len(raw) * (1 - cfg.training.validation_split))
+    pre, info = fit_preprocessing(cfg, raw[:n_fit])  # fitted on the training part only
+    x = model_inputs(cfg, pre, info, raw)
+    events = raw if cfg.kind != "classifier" else None
+    teacher_scores = None
+    if cfg.kind == "student":
+        if not cfg.teacher:
+            raise ConfigError(f"{cfg.name}: a student needs a teacher artifact (config 'teacher' or --teacher)")
+        t_art = load_artifact(cfg.teacher)
+        t_x = model_inputs(t_art.config, t_art.preprocessing, t_art.input_info, raw)
+        teacher_scores = teacher_target(t_art.model.predict(t_x, batch_size=16384, verbose=0))
+    y = _targets(cfg, x, events, labels, teacher_scores)
+
+    log(f"training {cfg.name} ({cfg.kind}, {cfg.quantization.mode} quantization) on {len(x):,} events, seed {cfg.seed}")
+    with atomic_dir(Path(out), force=force) as tmp:
+        built = build(cfg, info)
+        fit_q = _fit(built, cfg, x, y, tmp / ".work", log, True)
+        figures: dict[str, Any] = {"quantized": {k: v for k, v in fit_q.items() if k != "history"}}
+        figures["quantized"]["ebops"] = total_ebops(built.deploy)
+        history = {"quantized": fit_q["history"]}
+        built.deploy.save(tmp / MODEL_FILE)
+        built.train.save(tmp / TRAIN_FILE)
+        if float_twin:
+            log("training the float twin")
+            keras.utils.set_random_seed(cfg.seed)
+            fb = build(cfg, info, quantized=False)
+            fit_f = _fit(fb, cfg, x, y, tmp / ".work", log, False)
+            figures["float"] = {k: v for k, v in fit_f.items() if k != "history"}
+            history["float"] = fit_f["history"]
+            fb.deploy.save(tmp / FLOAT_FILE)
+        import shutil
+
+        shutil.rmtree(tmp / ".work", ignore_errors=True)
+        (tmp / "preprocessing.json").write_text(json.dumps(pre.to_json()))
+        (tmp / "input_info.json").write_text(json.dumps(info))
+        (tmp / "history.json").write_text(json.dumps(history))
+        inputs = {"data": data}
+        if cfg.teacher:
+            inputs["teacher_model"] = Path(cfg.teacher) / MODEL_FILE
+        write_manifest(tmp, "train", inputs=inputs, config=cfg.model_dump(mode="json"), figures=figures, seed=cfg.seed)
+    log(f"wrote {out}  (quantized best val loss {figures['quantized']['best_val_loss']:.4g}, "
+        f"EBOPs {figures['quantized']['ebops']:.0f}, {figures['quantized']['seconds_per_epoch']:.2f} s/epoch)")
+    return Path(out)
+
+
+@dataclass
+class Artifact:
+    """A loaded model artifact."""
+
+    path: Path
+    config: ModelConfig
+    model: Any
+    preprocessing: Any
+    input_info: dict
+    manifest: dict
+
+    def float_model(self):
+        """The float twin's deployable model (safe_mode load)."""
+        return _load_keras(self.path / FLOAT_FILE)
+
+    def inputs_from_file(self, path: str | Path, stop: int | None = None, start: int = 0) -> np.ndarray:
+        """Model inputs for the events (or jets table) in ``path``."""
+        if self.config.kind == "classifier":
+            from trigger_ml.data.jets import load_jets
+
+            x, _ = load_jets(path)
+            return model_inputs(self.config, self.preprocessing, self.input_info, x[start:stop])
+        ev = adc2021.read_events(path, start=start, stop=stop)
+        return model_inputs(self.config, self.preprocessing, self.input_info, ev)
+
+
+def _load_keras(path: Path):
+    import hgq  # noqa: F401  (registers the HGQ2 layers)
+    import keras
+
+    import trigger_ml.models.zoo  # noqa: F401  (registers our custom objects)
+
+    if not path.exists():
+        raise ArtifactError(f"{path}: model file missing; re-run `trigger-ml train`")
+    try:
+        return keras.saving.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:  # noqa: BLE001 - keras raises many types for corrupt/unknown content
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {msg[:300]}); "
+                            f"the file is corrupt or uses layers unknown to trigger_ml/HGQ2") from None
+
+
+def load_artifact(path: str | Path) -> Artifact:
+    """Load a model artifact directory written by :func:`train` (safe_mode, verified manifest)."""
+    from trigger_ml.firmware.manifest import read_manifest
+
+    p = Path(path)
+    man = read_manifest(p, expect_stage="train", verify_inputs=False)
+    try:
+        cfg = ModelConfig.model_validate(man["config"])
+        pre = P.preprocessing_from_json(json.loads((p / "preprocessing.json").read_text()))
+        info = json.loads((p / "input_info.json").read_text())
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{p}: incomplete model artifact ({exc}); re-run `trigger-ml train`") from None
+    return Artifact(p, cfg, _load_keras(p / MODEL_FILE), pre, info, man)
