@@ -1,0 +1,1 @@
+"""Bit-exact emulation of the HLS firmware (Xilinx ``ap_fixed`` arithmetic and friends)."""

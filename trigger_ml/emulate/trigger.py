@@ -1,0 +1,296 @@
+"""Software trigger emulation: threshold calibration, working-point menus, pure rate, catalog, Dask scale-out.
+
+Everything here works on the *firmware* score: raw integers of the score's fixed-point type, as
+produced by the bit-exact emulator. The trigger bit is ``score_raw > threshold_raw`` — the same
+integer comparison the chip makes — so rates and efficiencies follow the firmware exactly.
+
+Rates: rate = (events passing / events) × bunch-crossing rate (40 MHz nominal, 28.6 MHz for the
+filled bunches). A rate comes with a Clopper–Pearson interval; efficiencies too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from trigger_ml.data.adc2021 import OBJECT_SLICES
+from trigger_ml.errors import ConfigError
+from trigger_ml.metrics import BX_RATE_HZ, clopper_pearson
+
+#: default menu of working points, by target rate (named like the CMS anomaly-trigger menus)
+DEFAULT_MENU_KHZ: dict[str, float] = {"VLoose": 20.0, "Loose": 10.0, "Nominal": 5.0, "Tight": 2.0, "VTight": 1.0}
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A firmware threshold: the trigger fires when ``score_raw > raw``."""
+
+    raw: int
+    value: float
+    target_rate_khz: float
+    n_pass: int
+    n_total: int
+    bx_rate_hz: float
+
+    @property
+    def rate_khz(self) -> float:
+        return self.n_pass / self.n_total * self.bx_rate_hz / 1e3
+
+    def rate_interval_khz(self, cl: float = 0.683) -> tuple[float, float]:
+        lo, hi = clopper_pearson(self.n_pass, self.n_total, cl)
+        return lo * self.bx_rate_hz / 1e3, hi * self.bx_rate_hz / 1e3
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self) | {"rate_khz": self.rate_khz, "rate_interval_khz_68": list(self.rate_interval_khz())}
+
+
+def calibrate_threshold(
+    bkg_raw: np.ndarray, lsb: float, target_rate_khz: float, bx_rate_hz: float = BX_RATE_HZ
+) -> Threshold:
+    """Smallest raw threshold whose background rate (``score_raw > thr``) does not exceed the target.
+
+    ``bkg_raw`` are firmware score integers; ``lsb`` the score type's LSB (value = raw × lsb), so
+    the threshold is an exact representable value of the score type.
+    """
+    s = np.sort(np.asarray(bkg_raw, dtype=np.int64).ravel())
+    n = len(s)
+    if n == 0:
+        raise ConfigError("threshold calibration needs background scores; the background sample is empty")
+    allowed = int(np.floor(target_rate_khz * 1e3 / bx_rate_hz * n))
+    if allowed >= n:
+        thr = int(s[0]) - 1
+    else:
+        thr = int(s[n - allowed - 1])  # events strictly above it are at most `allowed`
+    n_pass = int(n - np.searchsorted(s, thr, side="right"))
+    return Threshold(thr, thr * lsb, target_rate_khz, n_pass, n, bx_rate_hz)
+
+
+def fires(score_raw: np.ndarray, thr: Threshold | int) -> np.ndarray:
+    """The trigger bit, exactly as the firmware computes it: score > threshold (integers)."""
+    t = thr.raw if isinstance(thr, Threshold) else int(thr)
+    return np.asarray(score_raw, dtype=np.int64) > t
+
+
+# ------------------------------------------------------------------ reference L1 seeds
+@dataclass(frozen=True)
+class Seed:
+    """A classic L1 seed on physics values: ``single``/``double`` object thresholds, ``ht`` or ``met``."""
+
+    name: str
+    kind: str  # single | double | ht | met
+    object: str | None = None  # egamma | muon | jet (single/double)
+    pt_min: tuple[float, ...] = ()
+    eta_max: float | None = None
+    jet_pt_min: float = 30.0  # HT: jets above this pT
+    jet_eta_max: float = 2.4  # HT: jets within |eta|
+
+    def fired(self, events: np.ndarray) -> np.ndarray:
+        """(n,) bool for (n, 19, 4) physics events."""
+        if self.kind == "met":
+            return events[:, 0, 0] > self.pt_min[0]
+        if self.kind == "ht":
+            j = events[:, OBJECT_SLICES["jet"]]
+            ok = (j[:, :, 0] > self.jet_pt_min) & (np.abs(j[:, :, 1]) < self.jet_eta_max)
+            return (j[:, :, 0] * ok).sum(1) > self.pt_min[0]
+        if self.object not in ("egamma", "muon", "jet"):
+            raise ConfigError(f"seed {self.name}: object must be egamma, muon or jet (got {self.object!r})")
+        o = events[:, OBJECT_SLICES[self.object]]
+        pt = o[:, :, 0] * (np.abs(o[:, :, 1]) < self.eta_max if self.eta_max else 1)
+        pt = -np.sort(-pt, axis=1)
+        need = self.pt_min if self.kind == "double" else self.pt_min[:1]
+        if self.kind not in ("single", "double"):
+            raise ConfigError(f"seed {self.name}: kind must be single, double, ht or met (got {self.kind!r})")
+        return np.all([pt[:, i] >= p for i, p in enumerate(need)], axis=0)
+
+
+#: classic seeds (thresholds in GeV), the reference for pure rate / unique efficiency
+DEFAULT_SEEDS: tuple[Seed, ...] = (
+    Seed("SingleMu22", "single", "muon", (22.0,), 2.4),
+    Seed("SingleEG30", "single", "egamma", (30.0,), 2.5),
+    Seed("DoubleMu15_7", "double", "muon", (15.0, 7.0), 2.4),
+    Seed("HT360", "ht", pt_min=(360.0,)),
+    Seed("MET90", "met", pt_min=(90.0,)),
+)
+
+
+def seeds_from_config(items: Iterable[dict]) -> tuple[Seed, ...]:
+    """Seeds from dicts (e.g. YAML): {name, kind, object, pt_min: [..], eta_max}."""
+    out = []
+    for d in items:
+        try:
+            d = dict(d)
+            d["pt_min"] = tuple(float(v) for v in np.atleast_1d(d.get("pt_min", ())))
+            out.append(Seed(**d))
+        except TypeError as exc:
+            raise ConfigError(f"reference seed {d.get('name', '?')}: {exc}") from None
+    return tuple(out)
+
+
+def reference_bits(events: np.ndarray, seeds: Sequence[Seed] = DEFAULT_SEEDS) -> np.ndarray:
+    """(n, n_seeds) bool: which reference seeds fire on each event."""
+    return np.stack([s.fired(events) for s in seeds], axis=1) if seeds else np.zeros((len(events), 0), bool)
+
+
+# ------------------------------------------------------------------ menus
+@dataclass
+class SampleScores:
+    """Firmware scores and reference-seed bits of one sample (background or a signal)."""
+
+    name: str
+    score_raw: np.ndarray
+    ref_bits: np.ndarray
+    files: list[str] = field(default_factory=list)
+
+
+def menu_table(
+    background: SampleScores, signals: Sequence[SampleScores], lsb: float, menu_khz: dict[str, float] | None = None,
+    bx_rate_hz: float = BX_RATE_HZ,
+) -> dict[str, Any]:
+    """Per working point: threshold, rate ± CP, pure rate vs the reference menu, signal efficiencies.
+
+    * rate: background fraction above threshold × bunch-crossing rate;
+    * pure rate: the part of that rate no reference seed already accepts;
+    * efficiency: signal fraction above threshold (CP 68 % interval);
+    * unique efficiency: signal fraction above threshold that no reference seed accepts.
+    """
+    menu = menu_khz or DEFAULT_MENU_KHZ
+    n_b = len(background.score_raw)
+    ref_any_b = background.ref_bits.any(1)
+    rows: dict[str, Any] = {}
+    ref_rate = ref_any_b.sum() / n_b * bx_rate_hz / 1e3
+    for wp, khz in menu.items():
+        thr = calibrate_threshold(background.score_raw, lsb, khz, bx_rate_hz)
+        bit_b = fires(background.score_raw, thr)
+        pure = int((bit_b & ~ref_any_b).sum())
+        plo, phi = clopper_pearson(pure, n_b)
+        row: dict[str, Any] = {"threshold": thr.to_json(), "pure_rate_khz": pure / n_b * bx_rate_hz / 1e3,
+                               "pure_rate_interval_khz_68": [plo * bx_rate_hz / 1e3, phi * bx_rate_hz / 1e3],
+                               "signals": {}}
+        for s in signals:
+            bit = fires(s.score_raw, thr)
+            n = len(bit)
+            k, ku = int(bit.sum()), int((bit & ~s.ref_bits.any(1)).sum())
+            row["signals"][s.name] = {
+                "efficiency": k / n, "efficiency_interval_68": list(clopper_pearson(k, n)),
+                "unique_efficiency": ku / n, "unique_efficiency_interval_68": list(clopper_pearson(ku, n)),
+                "reference_efficiency": float(s.ref_bits.any(1).mean()), "n_events": n,
+            }
+        rows[wp] = row
+    return {"bx_rate_hz": bx_rate_hz, "n_background": n_b, "reference_menu_rate_khz": ref_rate, "working_points": rows}
+
+
+def wp_bits(score_raw: np.ndarray, thresholds: dict[str, Threshold]) -> np.ndarray:
+    """(n, n_wp) bool: the firmware trigger bit of each working point."""
+    return np.stack([fires(score_raw, t) for t in thresholds.values()], axis=1)
+
+
+# ------------------------------------------------------------------ scoring many files (local or Dask)
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+def _score_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed]) -> tuple[np.ndarray, np.ndarray]:
+    from trigger_ml.data.adc2021 import read_events
+
+    ev = read_events(path, start=start, stop=stop)
+    return np.asarray(score_fn(ev), dtype=np.int64).ravel(), reference_bits(ev, seeds)
+
+
+def chunk_tasks(files: Sequence[str | Path], chunk_size: int) -> list[tuple[str, int, int]]:
+    """(file, start, stop) for every chunk of every file, in order."""
+    from trigger_ml.data.adc2021 import count_events
+
+    out = []
+    for f in files:
+        n = count_events(f)
+        out += [(str(f), lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+    return out
+
+
+def score_files(
+    files: Sequence[str | Path], score_fn: ScoreFn, seeds: Sequence[Seed] = DEFAULT_SEEDS, *,
+    chunk_size: int = 262_144, scheduler: str | None = None, progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Firmware scores and reference bits of all events of ``files``, streaming chunk by chunk.
+
+    ``scheduler``: None runs in this process; ``"local"`` starts a Dask LocalCluster; any other
+    string is the address of an existing Dask scheduler. Results are identical in all cases
+    (integer arithmetic, chunks reassembled in order).
+    """
+    tasks = chunk_tasks(files, chunk_size)
+    total = sum(b - a for _, a, b in tasks)
+    results: list[tuple[np.ndarray, np.ndarray]] = []
+    if scheduler is None:
+        done = 0
+        for f, a, b in tasks:
+            results.append(_score_chunk(f, a, b, score_fn, seeds))
+            done += b - a
+            if progress:
+                progress(done, total)
+    else:
+        results = _score_dask(tasks, score_fn, seeds, scheduler, progress, total)
+    if not results:
+        return np.zeros(0, np.int64), np.zeros((0, len(seeds)), bool)
+    return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
+    from dask.distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler == "local":
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        futs = [client.submit(_score_chunk, f, a, b, score_fn, seeds, pure=False) for f, a, b in tasks]
+        index = {f.key: i for i, f in enumerate(futs)}
+        out: list = [None] * len(futs)
+        done = 0
+        for fut in as_completed(futs):
+            i = index[fut.key]
+            out[i] = fut.result()
+            done += tasks[i][2] - tasks[i][1]
+            if progress:
+                progress(done, total)
+        return out
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def write_catalog(
+    path: str | Path, files: Sequence[str | Path], score_raw: np.ndarray, lsb: float, thresholds: dict[str, Threshold],
+    chunk_size: int = 262_144, force: bool = False,
+) -> int:
+    """Write the events firing any working point to an ADC2021-layout h5 with score and WP bits.
+
+    Extra per-event datasets: ``score`` (float value), ``score_raw`` (int64), ``wp_bits`` (n, n_wp)
+    with the working-point names in the file attribute ``working_points``, and ``source_file``
+    (index into the attribute ``source_files``) / ``source_event``. Returns the number written.
+    """
+    from trigger_ml.data.adc2021 import EventsWriter, iter_chunks
+
+    names = list(thresholds)
+    attrs = {"working_points": names, "source_files": [str(f) for f in files],
+             "thresholds_raw": [t.raw for t in thresholds.values()], "score_lsb": lsb}
+    pos = 0
+    with EventsWriter(path, force=force, attrs=attrs) as w:
+        for fi, f in enumerate(files):
+            start = 0
+            for ev in iter_chunks(f, chunk_size=chunk_size):
+                s = score_raw[pos : pos + len(ev)]
+                bits = wp_bits(s, thresholds)
+                sel = np.flatnonzero(bits.any(1))
+                if len(sel):
+                    w.append(ev[sel], {"score": s[sel] * lsb, "score_raw": s[sel], "wp_bits": bits[sel],
+                                       "source_file": np.full(len(sel), fi, np.int32),
+                                       "source_event": (start + sel).astype(np.int64)})
+                pos += len(ev)
+                start += len(ev)
+        n = w.n
+    return n
