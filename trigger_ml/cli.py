@@ -108,6 +108,73 @@ def data_inspect(
         out.print("processes: " + ", ".join(f"{k} {v / n:.1%}" for k, v in s["processes"].items()))
 
 
+@app.command("train")
+def train_cmd(
+    config: Path = typer.Argument(..., help="Model config YAML (see models/)."),
+    data: Path = typer.Option(..., "--data", help="Background events (.h5) or, for the classifier, a jets table (.csv/.parquet)."),
+    out_dir: Path = typer.Option(..., "--out", help="Artifact directory to create."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Override the config seed."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train an ensemble of k seeds into OUT/seed0..k-1."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    max_events: Optional[int] = typer.Option(None, "--max-events", min=1),
+    teacher: Optional[Path] = typer.Option(None, "--teacher", help="Teacher artifact (cicada-student)."),
+    onnx: bool = typer.Option(True, "--onnx/--no-onnx", help="Export the float twin to ONNX and cross-check it."),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Quantization-aware training of a zoo model (and its float twin)."""
+    from trigger_ml.config import load_model_config
+    from trigger_ml.train import train
+
+    cfg = load_model_config(config)
+    base = cfg.seed if seed is None else seed
+    runs = [(out_dir, base)] if seeds == 1 else [(out_dir / f"seed{i}", base + i) for i in range(seeds)]
+    if seeds > 1 and out_dir.exists() and not force:
+        raise TriggerMLError(f"{out_dir}: exists; pass --force to overwrite")
+    for path, s in runs:
+        train(cfg, data, path, seed=s, epochs=epochs, max_events=max_events, teacher=teacher, force=force, log=out.print)
+        if onnx and cfg.kind != "classifier":
+            from trigger_ml.onnx_export import export_float_onnx
+            from trigger_ml.train import load_artifact
+
+            x = load_artifact(path).inputs_from_file(data, stop=2000)
+            r = export_float_onnx(path, x)
+            out.print(f"ONNX float reference {r['path']}: max |diff| {r['max_abs_diff']:.3g} "
+                      f"(rel {r['max_rel_diff']:.2g}) {'ok' if r['passed'] else 'FAILED'}")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    runs: list[Path] = typer.Argument(..., help="Artifact directories (or one directory of seed* runs)."),
+    signals: list[Path] = typer.Option(..., "--signals", help="Signal event files (repeat the option)."),
+    background: Optional[Path] = typer.Option(None, "--background", help="Held-out background (default: unused training events)."),
+    rate_khz: float = typer.Option(10.0, "--rate-khz", help="Target trigger rate for TPR@rate."),
+    bx_rate_mhz: float = typer.Option(40.0, "--bx-rate-mhz", help="Bunch-crossing rate (28.6 for filled bunches)."),
+    max_events: Optional[int] = typer.Option(None, "--max-events"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """AUC and TPR at FPR 1e-5 / 1e-4 / target rate, float twin vs quantized."""
+    from trigger_ml.evaluate import evaluate
+
+    res = evaluate(runs, signals, background, max_events=max_events, target_rate_khz=rate_khz, bx_rate_hz=bx_rate_mhz * 1e6)
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    t = Table("signal", "model", "AUC", "TPR@1e-5", "TPR@1e-4", f"TPR@{rate_khz:g} kHz", "bkg above (1e-4)")
+    fmt = lambda d: "n/a" if d.get("tpr") is None else f"{d['tpr']:.4f}"  # noqa: E731
+    if "ensemble" in res:
+        for sig, kinds in res["ensemble"].items():
+            for k, m in kinds.items():
+                ms = lambda d: "n/a" if d["mean"] is None else f"{d['mean']:.4f} ± {d['std']:.4f}"  # noqa: E731
+                t.add_row(sig, k, ms(m["auc"]), ms(m["tpr_at_fpr_1e-5"]), ms(m["tpr_at_fpr_1e-4"]), "", "")
+    else:
+        for sig, kinds in res["signals"].items():
+            for k, m in kinds.items():
+                t.add_row(sig, k, f"{m['auc']:.4f}", fmt(m["tpr_at_fpr_1e-5"]), fmt(m["tpr_at_fpr_1e-4"]),
+                          fmt(m.get("tpr_at_rate", {})), str(m["tpr_at_fpr_1e-4"].get("n_background_above", "-")))
+        out.print(f"background: {res['background']} ({res['n_background']:,} events)")
+    out.print(t)
+
+
 @app.command("demo")
 def demo(
     out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Output directory."),

@@ -38,7 +38,7 @@ def tpr_at_fpr(bkg: np.ndarray, sig: np.ndarray, fpr_target: float) -> dict[str,
     if n_b * fpr_target < 1:
         return out | {"tpr": None, "reason": f"needs >= {int(np.ceil(1 / fpr_target)):,} background events, have {n_b:,}"}
     y = np.r_[np.zeros(n_b), np.ones(n_s)]
-    fpr, tpr, thr = roc_curve(y, np.r_[bkg, sig])
+    fpr, tpr, thr = roc_curve(y, np.r_[bkg, sig], drop_intermediate=False)
     i = int(np.searchsorted(fpr, fpr_target, side="right") - 1)
     k_sig = int(round(tpr[i] * n_s))
     lo, hi = clopper_pearson(k_sig, n_s)

@@ -50,8 +50,11 @@ def _events_inputs(events: np.ndarray, pre) -> np.ndarray:
     return pre.transform(events).astype(np.float32)
 
 
-def _mask(events: np.ndarray) -> np.ndarray:
-    return np.repeat((events[:, :, 0] > 0).astype(np.float32), 3, axis=1)
+def padding_mask(events: np.ndarray, pre) -> np.ndarray:
+    """1 for features of present objects, 0 for padding: hardware pT == 0, as the firmware's in-graph mask sees it."""
+    hq = pre.steps[0] if isinstance(pre, P.Pipeline) and isinstance(pre.steps[0], P.HardwareQuantizer) else None
+    present = hq.transform(events).reshape(len(events), -1, 3)[:, :, 0] > 0 if hq else events[:, :, 0] > 0
+    return np.repeat(present.astype(np.float32), 3, axis=1)
 
 
 def fit_preprocessing(config: ModelConfig, events_or_x: np.ndarray):
@@ -131,9 +134,9 @@ class _LogEpoch:
         return _CB()
 
 
-def _targets(config: ModelConfig, x: np.ndarray, events: np.ndarray | None, labels, teacher_scores) -> np.ndarray:
+def _targets(config: ModelConfig, x: np.ndarray, events: np.ndarray | None, labels, teacher_scores, pre) -> np.ndarray:
     if config.kind in ("autoencoder", "cnn_autoencoder", "vae"):
-        return np.concatenate([x, _mask(events)], axis=1)
+        return np.concatenate([x, padding_mask(events, pre)], axis=1)
     if config.kind == "classifier":
         return np.eye(config.n_classes, dtype=np.float32)[labels]
     return teacher_scores.reshape(-1, 1).astype(np.float32)
@@ -217,7 +220,7 @@ def train(
         t_art = load_artifact(cfg.teacher)
         t_x = model_inputs(t_art.config, t_art.preprocessing, t_art.input_info, raw)
         teacher_scores = teacher_target(t_art.model.predict(t_x, batch_size=16384, verbose=0))
-    y = _targets(cfg, x, events, labels, teacher_scores)
+    y = _targets(cfg, x, events, labels, teacher_scores, pre)
 
     log(f"training {cfg.name} ({cfg.kind}, {cfg.quantization.mode} quantization) on {len(x):,} events, seed {cfg.seed}")
     with atomic_dir(Path(out), force=force) as tmp:
