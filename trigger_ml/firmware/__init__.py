@@ -1,1 +1,1 @@
-"""Firmware generation: da4ml RTL projects (Verilog/VHDL) and their Verilator simulation."""
+"""Firmware generation: hls4ml HLS projects and da4ml RTL projects (Verilog/VHDL), plus Verilator simulation of the RTL."""
