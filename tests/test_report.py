@@ -1,0 +1,227 @@
+"""collect_report + write_report: three-source tables, budget verdict, self-contained HTML, refusals.
+
+The fast tests build reports from synthetic inputs: a copy of the real Vivado HLS vendor fixture
+(an hls4ml project's csynth reports) with a hand-built FirmwareModel next to it, a fake da4ml RTL
+manifest, and a metrics section made of random scores. No TensorFlow, no synthesis tool.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trigger_ml.emulate.fixed import FixedType
+from trigger_ml.errors import ArtifactError
+from trigger_ml.firmware.ir import FirmwareModel, Layer, TensorSpec
+from trigger_ml.reports.collect import _histogram, _roc_points, collect_report, discover
+from trigger_ml.reports.render import write_report
+
+FIXTURE = Path(__file__).parent / "fixtures" / "vendor_reports" / "vivado_hls_2019.2_pynq_autoencoder"
+KINDS = {"parsed", "measured", "estimated"}
+
+
+def _firmware_model() -> FirmwareModel:
+    x_t, w_t, acc_t = FixedType(8, 3), FixedType(8, 2), FixedType(16, 8)
+    inp = Layer("x", "input", (), (4,), x_t)
+    d1 = Layer("d1", "dense", ("x",), (2,), FixedType(12, 6), types={"weight": w_t, "bias": w_t, "accum": acc_t},
+               params={"n_in": 4, "n_out": 2},
+               arrays={"weight": np.array([[0, 5], [4, 3], [-8, 45], [1, 0]]), "bias": np.array([0, 3])})
+    relu = Layer("d1_relu", "activation", ("d1",), (2,), FixedType(8, 4, False), params={"fn": "relu"})
+    d2 = Layer("d2", "dense", ("d1_relu",), (1,), FixedType(14, 8), types={"weight": w_t, "bias": w_t, "accum": acc_t},
+               params={"n_in": 2, "n_out": 1}, arrays={"weight": np.array([[11], [-13]]), "bias": np.array([0])})
+    return FirmwareModel("hand", (TensorSpec("x", (4,), x_t),), (TensorSpec("d2", (1,), FixedType(14, 8)),),
+                         (inp, d1, relu, d2))
+
+
+def _synthetic_metrics() -> dict:
+    """A metrics section like collect_report's, from random scores (float / quantized / firmware)."""
+    from trigger_ml.metrics import signal_metrics
+
+    rng = np.random.default_rng(0)
+    bkg = rng.normal(0, 1, 20_000)
+    out = {"status": "ok", "background": "synthetic", "n_background": len(bkg), "models": ["float", "quantized", "firmware"],
+           "target_rate_khz": 10.0, "bx_rate_hz": 40e6, "signals": {}, "roc": {}, "score_hist": {},
+           "firmware_agreement": {"n_events": len(bkg), "identical_fraction": 1.0, "max_abs_difference": 0.0}, "notes": []}
+    for name, shift in (("Ato4l", 2.5), ("LQ_btau", 1.0)):
+        sig = rng.normal(shift, 1, 2_000)
+        scores = {"float": (bkg, sig), "quantized": (np.round(bkg, 2), np.round(sig, 2)),
+                  "firmware": (np.round(bkg, 2), np.round(sig, 2))}
+        out["signals"][name] = {k: signal_metrics(b, s, 10.0) | {"source": k} for k, (b, s) in scores.items()}
+        out["roc"][name] = {k: _roc_points(b, s) for k, (b, s) in scores.items()}
+        out["score_hist"][name] = _histogram({k: {"background": b, name: s} for k, (b, s) in scores.items()})
+    return out
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    """A demo-like layout: firmware/hls = the vendor fixture + firmware_model.json; firmware/rtl = a da4ml manifest."""
+    root = tmp_path_factory.mktemp("demo")
+    hls = root / "firmware" / "hls"
+    shutil.copytree(FIXTURE, hls)
+    _firmware_model().save(hls / "firmware_model.json")
+    rtl = root / "firmware" / "rtl"
+    rtl.mkdir(parents=True)
+    (rtl / "rtl_manifest.json").write_text(json.dumps({
+        "flavor": "verilog", "top": "model", "latency_cycles": 4, "clock_ns": 5.0, "latency_cutoff": 5.0,
+        "da4ml_cost": 812.5, "reg_bits": 301, "inputs": [], "outputs": [], "n_inputs": 4, "n_outputs": 1,
+    }))
+    return root
+
+
+@pytest.fixture(scope="module")
+def report(demo_dir) -> dict:
+    # measure=True: Yosys fails fast (no Verilog sources), Verilator fails fast (no comb.json) - both
+    # must become "absent" entries, not exceptions
+    r = collect_report(demo_dir, measure=True, synth_timeout_s=60)
+    r["metrics"] = _synthetic_metrics()
+    return r
+
+
+@pytest.fixture(scope="module")
+def written(report, tmp_path_factory) -> Path:
+    return write_report(report, tmp_path_factory.mktemp("out") / "report")
+
+
+def test_discover_finds_the_pieces(demo_dir) -> None:
+    found = discover(demo_dir)
+    assert found["hls"] == demo_dir / "firmware" / "hls"
+    assert found["rtl"] == demo_dir / "firmware" / "rtl"
+    assert found["run"] is None
+    assert discover(FIXTURE)["hls"] == FIXTURE  # a directory with vendor reports only
+    with pytest.raises(ArtifactError, match="no model run"):
+        discover(demo_dir / "firmware" / "hls" / "myproject_prj" / "solution1" / "syn")
+
+
+def test_three_sources_side_by_side(report) -> None:
+    impl = report["implementation"]
+    assert impl["status"] == "ok"
+    kinds = {f["kind"] for f in impl["figures"]}
+    assert {"parsed", "estimated"} <= kinds
+    for f in impl["figures"]:
+        assert f["source"] and f["kind"] in KINDS and f["unit"]
+        assert f["source"].split(" ")[0] in KINDS
+    lut = next(r for r in impl["table"] if r["flavour"] == "hls4ml" and r["figure"] == "LUT")
+    assert lut["parsed"][0]["value"] == 33365  # the real csynth figure of the fixture
+    assert lut["estimated"][0]["source"] == "estimated (analytic hls4ml Latency model)"
+    da = next(r for r in impl["table"] if r["flavour"] == "da4ml" and r["figure"] == "LUT")
+    assert da["estimated"][0]["value"] == 812 and da["estimated"][0]["source"] == "estimated (da4ml)"
+    # no Verilog / no da4ml graph in the fake RTL project: the measurements are absent, with reasons
+    reasons = [a for a in impl["absent_sources"] if a["kind"] == "measured"]
+    assert any("yosys" in a["reason"] for a in reasons) and any("verilator" in a["reason"] for a in reasons)
+    assert report["model"]["status"] == "absent" and report["model"]["reason"]
+
+
+def test_budget_and_calibration(report) -> None:
+    b = report["budget"]
+    assert b["status"] == "ok" and b["budget_ns"] == 50.0 and b["budget_bx"] == 2.0
+    hls = b["profiles"]["hls4ml"]
+    # per-layer rows from the analytic model, total from the vendor csynth (96165 cycles: io_stream design)
+    assert [r["name"] for r in hls["layers"]] == ["d1", "d1_relu", "d2"]
+    assert hls["total_cycles"] == 96165 and hls["total_source"].startswith("parsed")
+    assert hls["passed"] is False and "FAIL" in hls["verdict"]
+    da = b["profiles"]["da4ml"]
+    assert da["total_cycles"] == 4 and da["passed"] is True
+    assert da["layers"][0]["source"] == "estimated (da4ml)"
+    # the fixture's project settings are unknown: the comparison with the analytic model is flagged
+    rows = report["calibration"]["rows"]
+    assert rows and all(r["comparable"] is False for r in rows)
+    assert report["bitwidths"]["status"] == "ok"
+    assert [r["layer"] for r in report["bitwidths"]["layers"]] == ["d1", "d1_relu", "d2"]
+
+
+def test_written_files(written, report) -> None:
+    for name in ("report.md", "report.html", "report.json"):
+        assert (written / name).is_file()
+    md = (written / "report.md").read_text()
+    html = (written / "report.html").read_text()
+    js = json.loads((written / "report.json").read_text())
+
+    pngs = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)
+    assert pngs, "no plot referenced"
+    expected = {"latency_budget.png", "resources.png", "bitwidths.png", "roc_Ato4l.png", "roc_LQ_btau.png",
+                "scores_Ato4l.png", "scores_LQ_btau.png"}
+    assert expected <= set(pngs)
+    for p in pngs:
+        assert (written / p).is_file() and (written / p).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p["file"] for p in js["plots"]) == sorted(pngs)
+
+    imgs = re.findall(r"<img [^>]*>", html)
+    assert len(imgs) == len(pngs)
+    assert all('src="data:image/png;base64,' in i for i in imgs)
+    assert ".png\"" not in html  # nothing links to an external file
+    assert "<table>" in html and "Verdict: FAIL (hls4ml) / PASS (da4ml)" in md
+    assert re.search(r"<div class=\"verdict mixed\">Verdict: FAIL \(hls4ml\) / PASS \(da4ml\)</div>", html)
+
+    # every latency / resource figure carries its source
+    for f in js["implementation"]["figures"]:
+        assert f["source"]
+    for prof in js["budget"]["profiles"].values():
+        assert all(r["source"] for r in prof["layers"])
+        assert prof["total_source"] and prof["verdict"]
+        assert set(prof["resource_sources"]) == set(prof["resources"])
+    assert js["budget"]["primary"] == "hls4ml"
+    assert js["metrics"]["signals"]["Ato4l"]["firmware"]["auc"] > 0.9
+
+
+def test_refuses_to_overwrite(written, report) -> None:
+    before = (written / "report.md").read_text()
+    with pytest.raises(ArtifactError, match="exists"):
+        write_report(report, written)
+    assert (written / "report.md").read_text() == before
+    report2 = dict(report, title="second")
+    write_report(report2, written, force=True)
+    assert "# second" in (written / "report.md").read_text()
+    assert not [p for p in written.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_minimal_report_renders(tmp_path) -> None:
+    """A report with almost everything absent still renders, and says why."""
+    r = collect_report(FIXTURE)
+    assert r["analytic"]["status"] == "absent" and "firmware_model.json" in r["analytic"]["reason"]
+    assert r["metrics"]["status"] == "absent"
+    out = write_report(r, tmp_path / "r")
+    md = (out / "report.md").read_text()
+    assert "*Absent:*" in md and "Verdict: FAIL (hls4ml)" in md
+    assert "whole design" in md  # the budget falls back to the csynth total
+
+
+def test_corrupt_rtl_manifest_does_not_abort(tmp_path) -> None:
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    (rtl / "rtl_manifest.json").write_text("{broken")
+    r = collect_report(tmp_path, measure=False)
+    assert r["inputs"]["rtl"] == str(rtl)
+    assert any("corrupt" in a["reason"] for a in r["implementation"]["absent_sources"])
+    assert r["budget"]["status"] == "absent"
+    write_report(r, tmp_path / "out")
+    with pytest.raises(ArtifactError):
+        collect_report(tmp_path / "missing")
+
+
+@pytest.mark.slow
+def test_measured_tiny_da4ml_design(tmp_path) -> None:
+    """Yosys + Verilator on a tiny da4ml design through collect_report (minutes on a slow machine)."""
+    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
+    from da4ml.trace.ops import relu
+
+    from trigger_ml.firmware.rtl import build_rtl_from_comb
+
+    k, i, f = (np.full(4, v, np.int8) for v in (1, 3, 2))
+    x = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1), 0, None)
+    w1 = np.array([[1, -2, 3], [0.5, 1, -1], [2, 0.25, 1], [-1, 3, 0.5]])
+    w2 = np.array([[1, -1], [2, 1], [-0.5, 3]])
+    build_rtl_from_comb(comb_trace(x, relu(x @ w1) @ w2), tmp_path / "rtl", latency_cutoff=2.0)
+    r = collect_report(tmp_path / "rtl", measure=True)
+    figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "da4ml"}
+    assert figs[("LUT", "measured")]["source"].startswith("measured (yosys")
+    assert figs[("latency_cycles", "measured")]["value"] == figs[("latency_cycles", "estimated")]["value"] == 3
+    cal = {(row["figure"], row["estimate_source"]): row for row in r["calibration"]["rows"]}
+    assert cal[("latency_cycles", "estimated (da4ml)")]["rel_error"] == 0
+    assert abs(cal[("LUT", "estimated (da4ml)")]["rel_error"]) < 0.5
+    out = write_report(r, tmp_path / "report")
+    assert "measured (verilator)" in (out / "report.md").read_text()

@@ -1,0 +1,868 @@
+"""Gather everything known about a trained model and its firmware into one JSON-serialisable report.
+
+:func:`collect_report` accepts
+
+* a model run directory (``manifest.json`` with stage ``train``),
+* an hls4ml firmware directory (``manifest.json`` with stage ``firmware.hls``, or just the
+  vendor synthesis reports of an hls4ml project),
+* a da4ml RTL directory (``rtl_manifest.json``),
+* or a parent directory holding several of these (e.g. a demo output with ``run/``,
+  ``firmware/hls/``, ``firmware/rtl/``; searched three levels deep).
+
+An HLS manifest that records its input ``model`` file leads to the run directory holding it.
+
+Report layout (every section is either ``{"status": "ok", ...}`` or
+``{"status": "absent", "reason": "..."}`` - a missing piece never aborts the report)::
+
+    {
+      "format": "trigger_ml.report", "version": 1, "created", "title", "path",
+      "inputs":        {"run", "hls", "rtl", "notes": [...]},
+      "model":         name, kind, config summary, EBOPs figure, training figures
+      "metrics":       per signal and per model (float / quantized / firmware): AUC, TPR at
+                       FPR 1e-5 / 1e-4 / target rate; ROC curves and score histograms for plots
+      "implementation": {"figures": [{flavour, figure, value, unit, source, kind}, ...],
+                         "table":   [{flavour, figure, unit, parsed: [...], measured: [...],
+                                      estimated: [...]}, ...]}      # three sources side by side
+      "analytic":      per-layer rows of the analytic hls4ml Latency model
+      "budget":        {"budget_ns", "budget_bx", "primary", "profiles": {flavour: profile}}
+      "bitwidths":     per-layer weight / bias / accumulator / result widths
+      "calibration":   estimate vs measurement rows (relative errors)
+      "part":          FPGA part and its totals
+    }
+
+Figure sources follow one vocabulary: ``parsed (<tool> csynth)`` / ``parsed (Vivado synth)``
+(vendor reports), ``measured (yosys ...)`` / ``measured (verilator)`` (open tools run here),
+``estimated (EBOPs)`` / ``estimated (analytic hls4ml Latency model)`` / ``estimated (da4ml)``.
+The default latency budget is 2 bunch crossings = 50 ns, the CMS Level-1 Global Trigger
+allotment for an algorithm.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trigger_ml.errors import ArtifactError, TriggerMLError
+from trigger_ml.reports import estimate as E
+
+REPORT_FORMAT = "trigger_ml.report"
+REPORT_VERSION = 1
+DEFAULT_BUDGET_BX = 2.0
+DEFAULT_PART = "xcvu13p-flga2577-2-e"
+DEFAULT_CLOCK_NS = 5.0
+FIRMWARE_MODEL_FILE = "firmware_model.json"
+RESOURCE_FIGURES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM", "CARRY")
+_BUDGET_RESOURCES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM")
+
+__all__ = ["collect_report", "discover", "absent", "REPORT_FORMAT", "REPORT_VERSION"]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def absent(reason: str) -> dict[str, Any]:
+    """A section that could not be produced, with a one-line reason."""
+    return {"status": "absent", "reason": " ".join(str(reason).split())}
+
+
+def _reason(err: BaseException) -> str:
+    msg = " ".join(str(err).split())
+    if isinstance(err, TriggerMLError):
+        return msg or type(err).__name__
+    return f"{type(err).__name__}: {msg}" if msg else type(err).__name__
+
+
+def _section(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    try:
+        out = fn()
+    except Exception as err:  # noqa: BLE001 - a failing section must not abort the report
+        return absent(_reason(err))
+    return out if "status" in out else {"status": "ok", **out}
+
+
+def _read_json(p: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _stage(d: Path) -> str | None:
+    m = _read_json(d / "manifest.json") if (d / "manifest.json").is_file() else None
+    return m.get("stage") if m else None
+
+
+def _has_vendor_reports(d: Path) -> bool:
+    if (d / "vivado_synth.rpt").is_file():
+        return True
+    return any(d.glob("*_prj/*/syn/report/*csynth.xml"))
+
+
+def _kind_of(d: Path) -> str | None:
+    if (d / "rtl_manifest.json").is_file():
+        return "rtl"
+    stage = _stage(d)
+    if stage == "train":
+        return "run"
+    if stage == "firmware.hls":
+        return "hls"
+    if stage is None and _has_vendor_reports(d):
+        return "hls"
+    return None
+
+
+def discover(path: str | os.PathLike) -> dict[str, Any]:
+    """Find the run / HLS / RTL directories at or below ``path`` (three levels deep)."""
+    root = Path(path)
+    if not root.exists():
+        raise ArtifactError(f"{root}: does not exist; pass a model run, a firmware directory or their parent")
+    found: dict[str, list[Path]] = {"run": [], "hls": [], "rtl": []}
+    kind = _kind_of(root) if root.is_dir() else None
+    if kind is not None:
+        found[kind].append(root)
+    else:
+        frontier = [root]
+        for _depth in range(3):
+            nxt = []
+            for d in frontier:
+                try:
+                    subs = sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith("."))
+                except OSError:
+                    continue
+                for s in subs:
+                    k = _kind_of(s)
+                    if k is not None:
+                        found[k].append(s)
+                    elif not s.name.endswith("_prj"):
+                        nxt.append(s)
+            frontier = nxt
+    notes: list[str] = []
+    chosen: dict[str, Path | None] = {}
+    for k, lst in found.items():
+        chosen[k] = lst[0] if lst else None
+        if len(lst) > 1:
+            notes.append(f"several {k} directories found ({', '.join(str(p) for p in lst)}); using {lst[0]}")
+    for fw in ("hls", "rtl"):
+        if chosen[fw] is None or chosen["run"] is not None:
+            continue
+        candidates = []
+        src = _read_json(chosen[fw] / "source_run.json") or {}
+        if src.get("run"):
+            candidates.append(Path(src["run"]))
+        man = _read_json(chosen[fw] / "manifest.json") or {}
+        model_path = ((man.get("inputs") or {}).get("model") or {}).get("path")
+        if model_path:
+            candidates.append(Path(model_path).parent)
+        for c in candidates:
+            if _stage(c) == "train":
+                chosen["run"] = c
+                notes.append(f"model run {c} found through the {fw} project's records")
+                break
+    if not any(chosen.values()):
+        raise ArtifactError(
+            f"{root}: no model run (manifest.json stage 'train'), hls4ml project or RTL project "
+            "(rtl_manifest.json) found here or three levels below"
+        )
+    return {**chosen, "notes": notes}
+
+
+def _fig(flavour: str, figure: str, value: Any, unit: str, source: str, kind: str, note: str | None = None) -> dict:
+    d = {"flavour": flavour, "figure": figure, "value": value, "unit": unit, "source": source, "kind": kind}
+    if note:
+        d["note"] = note
+    return d
+
+
+def _clean(obj: Any) -> Any:
+    """JSON-safe copy: numpy scalars/arrays to Python, Paths to str, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _clean(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, str):
+        return obj
+    if hasattr(obj, "to_json"):
+        return _clean(obj.to_json())
+    return str(obj)
+
+
+# ----------------------------------------------------------------------------- model section
+
+
+def _model_section(run: Path | None) -> dict[str, Any]:
+    if run is None:
+        return absent("no model run directory (manifest.json with stage 'train') found")
+    from trigger_ml.firmware.manifest import read_manifest
+
+    man = read_manifest(run, expect_stage="train", verify_inputs=False)
+    cfg = man.get("config") or {}
+    q = cfg.get("quantization") or {}
+    tr = cfg.get("training") or {}
+    figs = man.get("figures") or {}
+    summary = {
+        "kind": cfg.get("kind"),
+        "preprocessing": cfg.get("preprocessing"),
+        "hidden": cfg.get("hidden"),
+        "latent": cfg.get("latent"),
+        "n_features": cfg.get("n_features"),
+        "quantization": q.get("mode"),
+        "beta": q.get("beta"),
+        "epochs": tr.get("epochs"),
+        "batch_size": tr.get("batch_size"),
+        "seed": cfg.get("seed", man.get("seed")),
+    }
+    training: dict[str, Any] = {}
+    for which in ("quantized", "float"):
+        f = figs.get(which) or {}
+        if f:
+            training[which] = {k: f.get(k) for k in ("best_val_loss", "epochs", "seconds", "seconds_per_epoch") if k in f}
+    ebops = (figs.get("quantized") or {}).get("ebops")
+    return {
+        "status": "ok",
+        "path": str(run),
+        "name": cfg.get("name", run.name),
+        "config": {k: v for k, v in summary.items() if v is not None},
+        "ebops": None if ebops is None else {"value": float(ebops), "unit": "EBOPs", "source": "HGQ2 (training manifest)"},
+        "training": training,
+        "versions": man.get("versions", {}),
+        "data": ((man.get("inputs") or {}).get("data") or {}).get("path"),
+    }
+
+
+# ----------------------------------------------------------------------------- metrics
+
+
+def _roc_points(bkg: np.ndarray, sig: np.ndarray, max_points: int = 300) -> dict[str, list[float]]:
+    from sklearn.metrics import roc_curve
+
+    y = np.r_[np.zeros(len(bkg)), np.ones(len(sig))]
+    fpr, tpr, _ = roc_curve(y, np.r_[bkg, sig])
+    if len(fpr) > max_points:
+        keep = np.unique(np.r_[0, np.round(np.geomspace(1, len(fpr) - 1, max_points)).astype(int), len(fpr) - 1])
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+
+
+def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60) -> dict[str, Any]:
+    """Score histograms of several models (``{model: {class: scores}}``) on common bin edges.
+
+    Scores that are (almost all) positive - squared reconstruction errors - get logarithmic bins
+    from the 0.1 % quantile to the maximum (``log_x``); otherwise linear bins over the 0.1-99.9 %
+    quantiles. Values outside the range are counted in the first / last bin.
+    """
+    allv = np.concatenate([np.asarray(v, np.float64).ravel() for d in samples.values() for v in d.values()])
+    allv = allv[np.isfinite(allv)]
+    if not len(allv):
+        allv = np.zeros(1)
+    pos = allv[allv > 0]
+    log_x = bool(len(pos) and (len(pos) >= 0.99 * len(allv)) and pos.max() > 20 * np.quantile(pos, 0.001))
+    if log_x:
+        lo, hi = float(np.quantile(pos, 0.001)), float(pos.max())
+        edges = np.geomspace(lo, hi * (1 + 1e-9), bins + 1)
+    else:
+        lo, hi = (float(v) for v in np.quantile(allv, [0.001, 0.999]))
+        if not hi > lo:
+            lo, hi = float(allv.min()) - 0.5, float(allv.max()) + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+    lo, hi = float(edges[0]), float(edges[-1])
+    return {
+        "edges": edges.tolist(),
+        "log_x": log_x,
+        "counts": {m: {c: np.histogram(np.clip(np.asarray(v, np.float64), lo, hi), edges)[0].tolist()
+                       for c, v in d.items()} for m, d in samples.items()},
+        "n": {m: {c: int(len(v)) for c, v in d.items()} for m, d in samples.items()},
+    }
+
+
+def _firmware_scorer(hls: Path | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    if hls is None:
+        return None, "no hls4ml firmware directory"
+    fm_path = hls / FIRMWARE_MODEL_FILE
+    if not fm_path.is_file():
+        return None, f"{fm_path} not found (the firmware IR is written by the conversion stage)"
+    try:
+        from trigger_ml.emulate.engine import Emulator
+        from trigger_ml.firmware.ir import FirmwareModel
+    except Exception as err:  # noqa: BLE001 - emulator may be unavailable
+        return None, f"bit-exact emulator unavailable ({_reason(err)})"
+    fm = FirmwareModel.load(fm_path)
+    emu = Emulator(fm)
+
+    def score(x: np.ndarray) -> np.ndarray:
+        if fm.score is not None:
+            return np.asarray(emu.score(x), dtype=np.float64)
+        out = emu.predict(x)
+        out = out[0] if isinstance(out, list) else out
+        return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
+
+    return score, ""
+
+
+def _metrics_section(
+    run: Path | None, hls: Path | None, signals: Sequence[Path], background: Path | None,
+    max_events: int | None, target_rate_khz: float | None,
+) -> dict[str, Any]:
+    if not signals:
+        return absent("no signal files given (pass signals=[...] / --signal to evaluate the trigger performance)")
+    if run is None:
+        return absent("physics metrics need the model run directory (preprocessing and Keras models)")
+    from trigger_ml.data import adc2021
+    from trigger_ml.evaluate import _scores
+    from trigger_ml.metrics import BX_RATE_HZ, signal_metrics
+    from trigger_ml.train import load_artifact
+
+    art = load_artifact(run)
+    if art.config.kind == "classifier":
+        return absent(f"{art.config.name} is a classifier; the report's trigger metrics are for anomaly scores")
+    if background is None:
+        data = Path(art.manifest["inputs"]["data"]["path"])
+        n_all = adc2021.count_events(data)
+        used = art.config.training.max_events or n_all
+        b_start = int(used * (1 - art.config.training.validation_split))
+        stop = min(n_all, b_start + max_events) if max_events else None
+        b_note = f"{data} events {b_start:,}-{stop or n_all:,} (not used for fitting)"
+        background = data
+    else:
+        b_start, stop = 0, max_events
+        b_note = str(background)
+    xb = art.inputs_from_file(background, start=b_start, stop=stop)
+
+    models: dict[str, Callable[[np.ndarray], np.ndarray]] = {"quantized": lambda x: _scores(art.model, x)}
+    sources = {
+        "float": "evaluated (Keras float twin)",
+        "quantized": "evaluated (Keras HGQ2 quantized model)",
+        "firmware": "emulated (bit-exact firmware emulator)",
+    }
+    notes = []
+    try:
+        fmodel = art.float_model()
+        models = {"float": lambda x: _scores(fmodel, x), **models}
+    except ArtifactError as err:
+        notes.append(f"float twin unavailable: {_reason(err)}")
+    fw, why = _firmware_scorer(hls)
+    if fw is not None:
+        models["firmware"] = fw
+    else:
+        notes.append(f"firmware scores unavailable: {why}")
+
+    bkg = {k: f(xb) for k, f in models.items()}
+    agreement = None
+    if "firmware" in bkg:
+        d = np.abs(bkg["firmware"] - bkg["quantized"])
+        agreement = {
+            "n_events": int(len(d)),
+            "identical_fraction": float(np.mean(d == 0)) if len(d) else None,
+            "max_abs_difference": float(d.max()) if len(d) else None,
+            "note": "background scores of the bit-exact firmware emulator vs the Keras quantized model",
+        }
+    per_signal: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    hists: dict[str, Any] = {}
+    for s in signals:
+        s = Path(s)
+        xs = art.inputs_from_file(s, stop=max_events)
+        name = s.stem
+        sig = {k: f(xs) for k, f in models.items()}
+        per_signal[name] = {
+            k: signal_metrics(bkg[k], sig[k], target_rate_khz, BX_RATE_HZ) | {"n_signal": len(xs), "source": sources[k]}
+            for k in models
+        }
+        curves[name] = {k: _roc_points(bkg[k], sig[k]) for k in models}
+        hists[name] = _histogram({k: {"background": bkg[k], name: sig[k]} for k in models})
+    return {
+        "status": "ok",
+        "background": b_note,
+        "n_background": int(len(xb)),
+        "models": list(models),
+        "sources": {k: sources[k] for k in models},
+        "target_rate_khz": target_rate_khz,
+        "bx_rate_hz": BX_RATE_HZ,
+        "signals": per_signal,
+        "roc": curves,
+        "score_hist": hists,
+        "firmware_agreement": agreement,
+        "notes": notes,
+    }
+
+
+# ----------------------------------------------------------------------------- firmware figures
+
+
+def _hls_info(hls: Path | None) -> dict[str, Any] | None:
+    if hls is None:
+        return None
+    man = _read_json(hls / "manifest.json")
+    if not man or man.get("stage") != "firmware.hls":
+        return None
+    return man.get("config") or {}
+
+
+def _firmware_model(hls: Path | None, run: Path | None, convert_for_estimate: bool, clock_ns: float,
+                    notes: list[str]) -> tuple[Any, str]:
+    """The FirmwareModel of the HLS project (firmware_model.json), else one converted from the run's model."""
+    from trigger_ml.firmware.ir import FirmwareModel
+
+    if hls is not None and (hls / FIRMWARE_MODEL_FILE).is_file():
+        return FirmwareModel.load(hls / FIRMWARE_MODEL_FILE), f"firmware IR ({hls / FIRMWARE_MODEL_FILE})"
+    if not convert_for_estimate or run is None:
+        raise ArtifactError(
+            "no firmware_model.json in the HLS directory"
+            + ("" if run is None else " and conversion of the run's model was disabled")
+        )
+    from trigger_ml.firmware.hls import convert
+    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.train import load_artifact
+
+    art = load_artifact(run)
+    with tempfile.TemporaryDirectory(prefix="trigger_ml_report_hls_") as tmp:
+        _, graph = convert(art.model, Path(tmp) / "prj", compile=False, clock_ns=clock_ns)
+        fm = from_hls_model(graph)
+    notes.append("firmware IR built by converting the run's model with hls4ml (io_parallel, Latency) for the estimate")
+    return fm, f"firmware IR (hls4ml conversion of {run / 'model.keras'})"
+
+
+def _bitwidths_from_ir(fm) -> list[dict[str, Any]]:
+    rows = []
+    for layer in fm.layers:
+        if layer.kind == "input":
+            continue
+        row: dict[str, Any] = {"layer": layer.name, "kind": layer.kind, "result": layer.type.width,
+                               "result_type": layer.type.to_hls()}
+        for role in ("weight", "bias", "accum"):
+            t = layer.types.get(role)
+            if t is not None:
+                row[role] = t.width
+                row[f"{role}_type"] = t.to_hls()
+        if layer.kind == "quantizer" and "b" in layer.arrays:
+            b = np.asarray(layer.arrays["b"]).reshape(-1)
+            row["per_element_min"] = int(b.min()) if b.size else 0
+            row["per_element_max"] = int(b.max()) if b.size else 0
+            row["pruned_elements"] = int(np.count_nonzero(b == 0))
+        rows.append(row)
+    return rows
+
+
+def _width_of(type_str: str) -> int | None:
+    import re
+
+    m = re.search(r"fixed<\s*(\d+)", type_str) or re.search(r"int<\s*(\d+)", type_str)
+    return int(m.group(1)) if m else None
+
+
+def _bitwidths_from_precisions(prec: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, d in prec.items():
+        row: dict[str, Any] = {"layer": name}
+        for role in ("weight", "bias", "accum", "result"):
+            if role in d:
+                w = _width_of(str(d[role]))
+                if w is not None:
+                    row[role] = w
+                    row[f"{role}_type"] = str(d[role])
+        rows.append(row)
+    return rows
+
+
+def _run_synth(rtl: Path, family: str, timeout_s: float) -> Any:
+    from trigger_ml.reports.measure import synthesize
+
+    man = _read_json(rtl / "rtl_manifest.json") or {}
+    flavor = man.get("flavor", "verilog")
+    if flavor != "verilog":
+        raise TriggerMLError(f"{rtl} is a {flavor} project; Yosys (no GHDL frontend here) needs the Verilog flavour")
+    return synthesize(rtl, man.get("top", "model"), family=family, timeout_s=timeout_s)
+
+
+def _run_verilator(rtl: Path) -> int:
+    from trigger_ml.firmware.rtl import measure_latency_cycles
+
+    return int(measure_latency_cycles(rtl))
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def collect_report(
+    path: str | os.PathLike,
+    *,
+    budget_ns: float | None = None,
+    budget_bx: float | None = DEFAULT_BUDGET_BX,
+    part: str | None = None,
+    clock_ns: float | None = None,
+    signals: Sequence[str | os.PathLike] = (),
+    background: str | os.PathLike | None = None,
+    measure: bool = True,
+    max_events: int | None = 100_000,
+    target_rate_khz: float | None = 10.0,
+    convert_for_estimate: bool = True,
+    synth_timeout_s: float = 1800.0,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Collect the report of a run / firmware directory (or their parent); see the module docstring.
+
+    ``budget_ns`` wins over ``budget_bx`` (default 2 BX = 50 ns). ``part`` / ``clock_ns`` override
+    what the projects recorded. ``measure`` runs Yosys on the RTL project and Verilator for its
+    latency (slow for large designs; Yosys results are cached). ``max_events`` caps the events
+    read per file for the physics metrics.
+    """
+    say = log or (lambda _msg: None)
+    from trigger_ml.reports.budget import BX_NS, resolve_budget_ns
+
+    if budget_ns is not None:
+        budget = resolve_budget_ns(budget_ns=budget_ns)
+    else:
+        budget = resolve_budget_ns(budget_bx=DEFAULT_BUDGET_BX if budget_bx is None else budget_bx)
+
+    found = discover(path)
+    run, hls, rtl = found["run"], found["hls"], found["rtl"]
+    notes: list[str] = list(found["notes"])
+    report: dict[str, Any] = {
+        "format": REPORT_FORMAT,
+        "version": REPORT_VERSION,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "path": str(Path(path)),
+        "inputs": {"run": str(run) if run else None, "hls": str(hls) if hls else None, "rtl": str(rtl) if rtl else None,
+                   "notes": notes},
+    }
+
+    say("model")
+    report["model"] = _section(lambda: _model_section(run))
+    name = report["model"].get("name") if report["model"]["status"] == "ok" else None
+    report["title"] = f"Trigger firmware report: {name or Path(path).resolve().name}"
+
+    hls_cfg = _hls_info(hls)
+    rtl_man = _read_json(rtl / "rtl_manifest.json") if rtl else None
+
+    # ---- part and clocks
+    vendor = None
+    vendor_err = None
+    if hls is not None:
+        try:
+            from trigger_ml.reports.vendor import missing_reports_message, parse_vendor_reports
+
+            vendor = parse_vendor_reports(hls)
+            if vendor is None:
+                vendor_err = missing_reports_message(hls)
+        except Exception as err:  # noqa: BLE001
+            vendor_err = _reason(err)
+    else:
+        vendor_err = "no hls4ml project directory"
+
+    if part is not None:
+        part_name, part_src = part, "given"
+    elif hls_cfg and hls_cfg.get("part"):
+        part_name, part_src = str(hls_cfg["part"]), "hls4ml manifest"
+    elif vendor is not None and vendor.part:
+        part_name, part_src = vendor.part, "vendor report"
+    else:
+        part_name, part_src = DEFAULT_PART, "default (CMS Phase-2 L1 boards: VU13P)"
+
+    def _part() -> dict[str, Any]:
+        from trigger_ml.reports.parts import lookup_part
+
+        p = lookup_part(part_name)
+        return {"name": part_name, "device": p.device, "family": p.family, "totals": p.totals(), "source": part_src}
+
+    report["part"] = _section(_part)
+    family = report["part"].get("family", "xcup") if report["part"]["status"] == "ok" else "xcup"
+
+    hls_clock = _pick_clock(
+        (clock_ns, "given"),
+        ((hls_cfg or {}).get("clock_ns"), "hls4ml manifest"),
+        (vendor.clock_target_ns if vendor is not None else None,
+         vendor.sources.get("clock_target_ns", "vendor report") if vendor is not None else ""),
+    )
+    rtl_clock = _pick_clock((clock_ns, "given"), ((rtl_man or {}).get("clock_ns"), "rtl_manifest.json"))
+
+    figures: list[dict[str, Any]] = []
+    absent_sources: list[dict[str, str]] = []
+
+    # ---- parsed (vendor)
+    if vendor is not None:
+        src = vendor.sources
+        clk = vendor.clock_target_ns
+        if vendor.latency_max_cycles is not None:
+            figures.append(_fig("hls4ml", "latency_cycles", vendor.latency_max_cycles, "cycles",
+                                src["latency_max_cycles"], "parsed", "worst case"))
+            if clk:
+                figures.append(_fig("hls4ml", "latency_ns", vendor.latency_max_cycles * clk, "ns",
+                                    src["latency_max_cycles"], "parsed", f"worst case x target clock {clk:g} ns"))
+        if vendor.interval_max is not None:
+            figures.append(_fig("hls4ml", "II_cycles", vendor.interval_max, "cycles", src["interval_max"], "parsed"))
+        if vendor.clock_estimated_ns is not None:
+            figures.append(_fig("hls4ml", "clock_estimated_ns", vendor.clock_estimated_ns, "ns",
+                                src["clock_estimated_ns"], "parsed"))
+        for k, v in vendor.resources.items():
+            figures.append(_fig("hls4ml", k, v, k, src[f"resources.{k}"], "parsed"))
+        if vendor.cosim_latency_max_cycles is not None:
+            figures.append(_fig("hls4ml", "latency_cycles", vendor.cosim_latency_max_cycles, "cycles",
+                                src["cosim_latency_max_cycles"], "parsed", "C/RTL co-simulation, worst case"))
+    else:
+        absent_sources.append({"kind": "parsed", "reason": vendor_err or "no vendor report"})
+
+    # ---- measured (open tools)
+    synth = None
+    verilator_cycles = None
+    if rtl is None:
+        absent_sources.append({"kind": "measured", "reason": "no RTL (da4ml) project to synthesise / simulate"})
+    elif not measure:
+        absent_sources.append({"kind": "measured", "reason": "measurement disabled (measure=False / --no-measure)"})
+    else:
+        say("yosys synth_xilinx (cached after the first run)")
+        try:
+            synth = _run_synth(rtl, family, synth_timeout_s)
+            for key, attr in (("LUT", "luts"), ("FF", "ffs"), ("CARRY", "carry"), ("DSP", "dsps"), ("BRAM_18K", "brams")):
+                figures.append(_fig("da4ml", key, int(getattr(synth, attr)), key, synth.source, "measured",
+                                    "CARRY4 cells (Yosys maps carries to CARRY4 even on UltraScale+)" if key == "CARRY" else None))
+        except Exception as err:  # noqa: BLE001
+            absent_sources.append({"kind": "measured", "reason": f"yosys: {_reason(err)}"})
+        say("verilator latency")
+        try:
+            verilator_cycles = _run_verilator(rtl)
+            figures.append(_fig("da4ml", "latency_cycles", verilator_cycles, "cycles", "measured (verilator)", "measured"))
+            figures.append(_fig("da4ml", "latency_ns", verilator_cycles * rtl_clock[0], "ns", "measured (verilator)",
+                                "measured", f"x clock {rtl_clock[0]:g} ns ({rtl_clock[1]})"))
+        except Exception as err:  # noqa: BLE001
+            absent_sources.append({"kind": "measured", "reason": f"verilator: {_reason(err)}"})
+
+    # ---- estimated
+    ebops_fig = None
+    if report["model"]["status"] == "ok" and report["model"].get("ebops"):
+        ebops_fig = E.Figure(report["model"]["ebops"]["value"], "EBOPs", report["model"]["ebops"]["source"])
+
+    say("analytic estimate")
+    fm = None
+    fm_src = None
+
+    def _analytic() -> dict[str, Any]:
+        nonlocal fm, fm_src
+        fm, fm_src = _firmware_model(hls, run, convert_for_estimate, hls_clock[0], notes)
+        est = E.analytic_hls_estimate(fm, clock_ns=hls_clock[0])
+        out = est.to_json()
+        out["firmware_model"] = fm_src
+        applicable = True
+        if hls_cfg and (hls_cfg.get("io_type") != "io_parallel" or str(hls_cfg.get("strategy", "")).lower() != "latency"):
+            applicable = False
+            out["note"] = (f"the hls4ml project uses {hls_cfg.get('io_type')} / {hls_cfg.get('strategy')}; "
+                           "the analytic model describes io_parallel / Latency")
+        out["applicable"] = applicable
+        out["_obj"] = est
+        return out
+
+    analytic = _section(_analytic)
+    est_obj = analytic.pop("_obj", None)
+    report["analytic"] = analytic
+    if est_obj is not None:
+        for k, f in est_obj.figures().items():
+            if k in ("multipliers",):
+                figures.append(_fig("hls4ml", k, f.value, f.unit, f.source, "estimated"))
+            else:
+                figures.append(_fig("hls4ml", k, f.value, f.unit, f.source, "estimated",
+                                    f"clock {hls_clock[0]:g} ns" if k == "latency_ns" else None))
+    else:
+        absent_sources.append({"kind": "estimated", "reason": f"analytic model: {analytic.get('reason')}"})
+
+    if ebops_fig is not None:
+        dsp = est_obj.totals["DSP"] if est_obj is not None else None
+        for k, f in E.ebops_estimate(ebops_fig, "hls4ml", dsp=dsp).items():
+            figures.append(_fig("hls4ml", k, f.value, f.unit, f.source, "estimated", f.note))
+        for k, f in E.ebops_estimate(ebops_fig, "da4ml").items():
+            figures.append(_fig("da4ml", k, f.value, f.unit, f.source, "estimated", f.note))
+    else:
+        absent_sources.append({"kind": "estimated", "reason": "EBOPs: no model run with figures.quantized.ebops"})
+
+    da4ml_figs = None
+    if rtl is not None:
+        try:
+            da4ml_figs = E.da4ml_estimate(rtl)
+            for k, f in da4ml_figs.items():
+                if k == "clock_ns":
+                    continue
+                figures.append(_fig("da4ml", k, f.value, f.unit, f.source, "estimated", f.note))
+        except Exception as err:  # noqa: BLE001
+            absent_sources.append({"kind": "estimated", "reason": f"da4ml: {_reason(err)}"})
+
+    report["implementation"] = {
+        "status": "ok" if figures else "absent",
+        **({} if figures else {"reason": "; ".join(a["reason"] for a in absent_sources) or "nothing found"}),
+        "figures": figures,
+        "table": _table(figures),
+        "absent_sources": absent_sources,
+        "clocks": {
+            "hls4ml": {"value": hls_clock[0], "unit": "ns", "source": hls_clock[1]},
+            "da4ml": {"value": rtl_clock[0], "unit": "ns", "source": rtl_clock[1]},
+        },
+        "hls_config": {k: hls_cfg.get(k) for k in ("backend", "part", "clock_ns", "io_type", "strategy", "reuse_factor")}
+        if hls_cfg else None,
+    }
+
+    # ---- budget
+    say("budget")
+    report["budget"] = _budget_section(
+        figures, budget, est_obj, vendor, hls, rtl, da4ml_figs, verilator_cycles, synth, part_name,
+        report["part"]["status"] == "ok", hls_clock, rtl_clock, BX_NS,
+    )
+
+    # ---- bit widths
+    def _bitwidths() -> dict[str, Any]:
+        if fm is not None:
+            return {"source": fm_src, "layers": _bitwidths_from_ir(fm)}
+        if hls_cfg and hls_cfg.get("precisions"):
+            return {"source": f"hls4ml project precisions ({hls / 'manifest.json'})",
+                    "layers": _bitwidths_from_precisions(hls_cfg["precisions"])}
+        return absent("no firmware IR and no hls4ml precisions: convert the model first")
+
+    report["bitwidths"] = _section(_bitwidths)
+
+    # ---- calibration
+    def _calibration() -> dict[str, Any]:
+        rows = E.calibrate(
+            ebops=ebops_fig, analytic=est_obj, da4ml={k: v.to_json() for k, v in (da4ml_figs or {}).items()},
+            synth=synth, verilator_cycles=verilator_cycles, vendor=vendor,
+            hls_io_type=(hls_cfg or {}).get("io_type"), hls_strategy=(hls_cfg or {}).get("strategy"),
+        )
+        if not rows:
+            return absent("no estimate has a measurement of the same design to compare with "
+                          "(needs a vendor report of the HLS project or a Yosys/Verilator run of the RTL project)")
+        return {"rows": rows}
+
+    report["calibration"] = _section(_calibration)
+
+    # ---- metrics (slowest: model inference)
+    say("metrics")
+    report["metrics"] = _section(lambda: _metrics_section(
+        run, hls, [Path(s) for s in signals], Path(background) if background else None, max_events, target_rate_khz))
+    return _clean(report)
+
+
+def _pick_clock(*candidates: tuple[Any, str]) -> tuple[float, str]:
+    """The first given clock period (ns) with its source; the 5 ns default otherwise."""
+    for value, source in candidates:
+        if value:
+            return float(value), source
+    return DEFAULT_CLOCK_NS, "default"
+
+
+def _table(figures: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Group figures by (flavour, figure) with the parsed / measured / estimated sources side by side."""
+    order = ["latency_cycles", "latency_ns", "II_cycles", "clock_estimated_ns", "LUT", "LUT+55DSP", "FF", "DSP",
+             "BRAM_18K", "URAM", "CARRY", "multipliers"]
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for f in figures:
+        key = (f["flavour"], f["figure"])
+        row = rows.setdefault(key, {"flavour": f["flavour"], "figure": f["figure"], "unit": f["unit"],
+                                    "parsed": [], "measured": [], "estimated": []})
+        row[f["kind"]].append({"value": f["value"], "source": f["source"], **({"note": f["note"]} if "note" in f else {})})
+
+    def rank(k):
+        fl, fig = k
+        return (0 if fl == "hls4ml" else 1, order.index(fig) if fig in order else len(order), fig)
+
+    return [rows[k] for k in sorted(rows, key=rank)]
+
+
+def _best(figures: list[dict[str, Any]], flavour: str, name: str, kinds: Sequence[str]) -> dict[str, Any] | None:
+    """The most trustworthy figure: parsed > measured > estimated; among estimates the design-specific
+    ones (analytic model, da4ml) before the EBOPs proxy."""
+    for kind in kinds:
+        cands = [f for f in figures if f["flavour"] == flavour and f["figure"] == name and f["kind"] == kind]
+        if cands:
+            return sorted(cands, key=lambda f: f["source"] == E.SOURCE_EBOPS)[0]
+    return None
+
+
+def _budget_section(figures, budget_ns, est, vendor, hls, rtl, da4ml_figs, verilator_cycles, synth, part_name,
+                    part_ok, hls_clock, rtl_clock, bx_ns) -> dict[str, Any]:
+    from trigger_ml.reports.budget import build_budget_profile
+
+    profiles: dict[str, Any] = {}
+
+    def resources_for(flavour: str, kinds: Sequence[str]) -> tuple[dict[str, int] | None, dict[str, str]]:
+        res: dict[str, int] = {}
+        srcs: dict[str, str] = {}
+        for key in _BUDGET_RESOURCES:
+            f = _best(figures, flavour, key, kinds)
+            if f is not None:
+                res[key] = int(round(f["value"]))
+                srcs[key] = f["source"]
+        return (res or None), srcs
+
+    def profile(flavour, layers, clock, ii, total=None, total_source=None, kinds=("parsed", "measured", "estimated")):
+        res, res_src = resources_for(flavour, kinds)
+        try:
+            p = build_budget_profile(layers, clock[0], ii, budget_ns=budget_ns, resources=res if part_ok else None,
+                                     part=part_name if part_ok else None, total_cycles=total, total_source=total_source)
+        except TriggerMLError as err:
+            return absent(_reason(err))
+        d = p.to_json()
+        d["clock_source"] = clock[1]
+        d["resource_sources"] = res_src if part_ok else {}
+        d["verdict"] = _verdict_text(p, flavour)
+        d["status"] = "ok"
+        return d
+
+    # hls4ml flavour
+    if est is not None or (vendor is not None and vendor.latency_max_cycles is not None):
+        if est is not None:
+            layers = est.layer_latencies()
+        else:
+            layers = [("whole design", int(vendor.latency_max_cycles), vendor.sources["latency_max_cycles"])]
+        total = total_src = None
+        if vendor is not None and vendor.latency_max_cycles is not None and est is not None:
+            total, total_src = int(vendor.latency_max_cycles), vendor.sources["latency_max_cycles"]
+        ii = int(vendor.interval_max) if vendor is not None and vendor.interval_max else 1
+        profiles["hls4ml"] = profile("hls4ml", layers, hls_clock, max(ii, 1), total, total_src)
+    # da4ml flavour
+    if rtl is not None and (verilator_cycles is not None or da4ml_figs):
+        if verilator_cycles is not None:
+            cyc, src = int(verilator_cycles), "measured (verilator)"
+        else:
+            cyc, src = int(da4ml_figs["latency_cycles"].value), E.SOURCE_DA4ML
+        profiles["da4ml"] = profile("da4ml", [("da4ml pipeline", cyc, src)], rtl_clock, 1)
+    if not profiles:
+        return absent("no latency figure (needs an hls4ml IR / vendor report or a da4ml RTL project)")
+    ok = [k for k, v in profiles.items() if v.get("status") == "ok"]
+    primary = "hls4ml" if "hls4ml" in ok else (ok[0] if ok else None)
+    return {
+        "status": "ok",
+        "budget_ns": budget_ns,
+        "budget_bx": budget_ns / bx_ns,
+        "primary": primary,
+        "profiles": profiles,
+        "explanation": (
+            f"The Level-1 trigger gives this algorithm {budget_ns:g} ns ({budget_ns / bx_ns:g} bunch crossings of "
+            f"{bx_ns:g} ns); the design passes when its latency (cycles x clock period) is at most the budget "
+            "and every resource fits the FPGA part."
+        ),
+    }
+
+
+def _verdict_text(p, flavour: str) -> str:
+    lat = "PASS" if p.latency_passed else "FAIL"
+    s = (f"{flavour}: latency {p.total_ns:.1f} ns ({p.total_cycles} cycles x {p.clock_period_ns:g} ns) vs budget "
+         f"{p.budget_ns:g} ns: {lat} (slack {p.slack_ns:+.1f} ns)")
+    if p.resources_passed is not None:
+        worst = max(((k, v) for k, v in p.resource_percent.items() if v is not None), key=lambda kv: kv[1], default=None)
+        fit = "fit" if p.resources_passed else "do NOT fit"
+        s += f"; resources {fit} {p.part}" + (f" (largest: {worst[0]} {worst[1]:.2f} %)" if worst else "")
+    return s + f" => {'PASS' if p.passed else 'FAIL'}"
