@@ -175,17 +175,201 @@ def evaluate_cmd(
     out.print(t)
 
 
+class Flavor(str, Enum):
+    hls = "hls"
+    verilog = "verilog"
+    vhdl = "vhdl"
+
+
+@app.command("convert")
+def convert_cmd(
+    run: Path = typer.Argument(..., help="Trained model artifact directory."),
+    out_dir: Path = typer.Option(..., "--out", help="Firmware project directory to create."),
+    flavor: Flavor = typer.Option(Flavor.hls, "--flavor", help="hls (hls4ml project) or verilog/vhdl (da4ml RTL)."),
+    backend: str = typer.Option("Vitis", "--backend", help="hls4ml backend: Vitis, Vivado or oneAPI."),
+    part: Optional[str] = typer.Option(None, "--part", help="FPGA part (default xcvu13p-flga2577-2-e)."),
+    clock_ns: float = typer.Option(5.0, "--clock-ns", help="Clock period in ns."),
+    strategy: str = typer.Option("Latency", "--strategy"),
+    reuse: str = typer.Option("1", "--reuse", help="Reuse factor: N, or per layer 'enc0=2,enc1=4'."),
+    latency_cutoff: float = typer.Option(5.0, "--latency-cutoff", help="da4ml pipelining: max adder depth per stage."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Trigger threshold on the score."),
+    rate_khz: Optional[float] = typer.Option(None, "--rate-khz", help="Calibrate the threshold to this rate instead."),
+    bx_rate_mhz: float = typer.Option(40.0, "--bx-rate-mhz"),
+    data: Optional[Path] = typer.Option(None, "--data", help="Events for test vectors / calibration (default: training data)."),
+    force: bool = typer.Option(False, "--force"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Write a firmware project: hls4ml (bit-exact precisions from HGQ2) or da4ml RTL."""
+    from trigger_ml.firmware.convert import convert_run
+
+    rf: int | dict[str, int]
+    try:
+        rf = int(reuse) if "=" not in reuse else {k.strip(): int(v) for k, v in (i.split("=") for i in reuse.split(","))}
+    except ValueError:
+        raise TriggerMLError(f"--reuse {reuse!r}: expected an integer or NAME=N,NAME=N") from None
+    res = convert_run(run, out_dir, flavor=flavor.value, backend=backend, part=part, clock_ns=clock_ns, strategy=strategy,
+                      reuse_factor=rf, threshold=threshold, rate_khz=rate_khz, bx_rate_hz=bx_rate_mhz * 1e6,
+                      latency_cutoff=latency_cutoff, data=data, force=force, log=out.print)
+    if as_json:
+        out.print_json(json.dumps(res))
+
+
+@app.command("verify")
+def verify_cmd(
+    run: Path = typer.Argument(..., help="Trained model artifact directory."),
+    events: Path = typer.Option(..., "--events", help="Events file (ADC2021 layout)."),
+    hls_dir: Optional[Path] = typer.Option(None, "--hls", help="hls4ml firmware directory (from convert)."),
+    rtl_dir: Optional[Path] = typer.Option(None, "--rtl", help="da4ml RTL directory (from convert --flavor verilog)."),
+    n_events: int = typer.Option(100_000, "--n-events", min=1),
+    signals: list[Path] = typer.Option([], "--signals", help="Signal files for the TPR shift (optional)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Cross-check float, quantized Keras, C-sim, emulator, da4ml and RTL simulation; localize mismatches."""
+    from trigger_ml.verify import verify, write_report
+
+    res = verify(run, events, hls_dir=hls_dir, rtl_dir=rtl_dir, n_events=n_events, signals=signals, log=out.print)
+    if report:
+        write_report(res, report)
+    if as_json:
+        out.print_json(json.dumps(res))
+    else:
+        t = Table("pair (reference:other)", "events", "mismatching values", "max |diff|", "mean |diff|")
+        for k, p in res["exact_pairs"].items():
+            t.add_row(k, f"{p.get('n_events', 0):,}", f"{p.get('mismatches', '?'):,}", f"{p.get('max_abs_diff', 0):.3g}",
+                      f"{p.get('mean_abs_diff', 0):.3g}")
+        out.print(t)
+        if "quantized_vs_float" in res:
+            q = res["quantized_vs_float"]
+            out.print(f"quantized vs float: pearson {q['pearson']:.4f}, spearman {q['spearman']:.4f}, "
+                      f"KS {q['ks_statistic']:.4f} (p={q['ks_pvalue']:.2g}), sliced W1 {q['sliced_wasserstein']:.4g}")
+        if "localization" in res:
+            loc = res["localization"]
+            out.print(f"[red]mismatch[/]: {loc.get('kind')} in layer {loc.get('layer')}: {loc.get('suggestion')}")
+    if res["total_mismatches"]:
+        raise TriggerMLError(f"{res['total_mismatches']} bit-exact mismatches (see the table above)")
+
+
+@app.command("emulate")
+def emulate_cmd(
+    firmware: Path = typer.Argument(..., help="hls4ml firmware directory (from convert)."),
+    background: list[Path] = typer.Option(..., "--background", help="Background event files (repeatable)."),
+    signals: list[Path] = typer.Option([], "--signals", help="Signal event files (repeatable)."),
+    menu: Optional[str] = typer.Option(None, "--menu", help="Working points NAME=RATE_KHZ,... (default VLoose..VTight)."),
+    bx_rate_mhz: float = typer.Option(40.0, "--bx-rate-mhz", help="40 nominal, 28.6 for filled bunches."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Write triggered events here (.h5)."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="'local' for a Dask LocalCluster or a scheduler address."),
+    chunk_size: int = typer.Option(262_144, "--chunk-size", min=1),
+    force: bool = typer.Option(False, "--force"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Emulate the trigger: thresholds per working point, rates, efficiencies, pure rate, catalog."""
+    from trigger_ml.emulate.run import emulate, parse_menu
+
+    with _progress() as prog:
+        tasks: dict[str, int] = {}
+
+        def cb(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = prog.add_task(name, total=total)
+            prog.update(tasks[name], completed=done)
+
+        res = emulate(firmware, background, signals, menu_khz=parse_menu(menu), bx_rate_hz=bx_rate_mhz * 1e6,
+                      catalog=catalog, scheduler=scheduler, chunk_size=chunk_size, force=force, progress=cb)
+    if as_json:
+        out.print_json(json.dumps(res))
+        return
+    out.print(f"{res['events']:,} events emulated in {res['seconds']} s ({res['events_per_s']:,} events/s, "
+              f"{res['scheduler']}); score type {res['score_type']}; reference menu rate {res['reference_menu_rate_khz']:.1f} kHz")
+    sig_names = list(next(iter(res["working_points"].values()))["signals"]) if res["working_points"] else []
+    t = Table("WP", "threshold", "rate [kHz]", "pure rate [kHz]", *[f"{s} eff (unique)" for s in sig_names])
+    for wp, row in res["working_points"].items():
+        th = row["threshold"]
+        lo, hi = th["rate_interval_khz_68"]
+        cells = [f"{row['signals'][s]['efficiency']:.4f} ({row['signals'][s]['unique_efficiency']:.4f})" for s in sig_names]
+        t.add_row(wp, f"{th['value']:.6g}", f"{th['rate_khz']:.2f} [{lo:.2f}, {hi:.2f}]", f"{row['pure_rate_khz']:.2f}", *cells)
+    out.print(t)
+    if "catalog" in res:
+        out.print(f"catalog: {res['catalog']['events']:,} triggered events → {res['catalog']['path']}")
+
+
+@app.command("report")
+def report_cmd(
+    path: Path = typer.Argument(..., help="A run, a firmware directory, or a parent holding them (e.g. a demo output)."),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="Report directory (default PATH/report)."),
+    budget_ns: Optional[float] = typer.Option(None, "--budget-ns", help="Latency budget in ns (wins over --budget-bx)."),
+    budget_bx: float = typer.Option(2.0, "--budget-bx", help="Latency budget in bunch crossings (25 ns)."),
+    part: Optional[str] = typer.Option(None, "--part", help="FPGA part for resource percentages."),
+    signals: list[Path] = typer.Option([], "--signals", help="Signal files for ROC/score plots."),
+    background: Optional[Path] = typer.Option(None, "--background"),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="yosys + Verilator on the RTL project."),
+    force: bool = typer.Option(False, "--force"),
+) -> None:
+    """Latency/resource table from three sources (vendor, open tools, estimates), budget verdict, plots."""
+    from trigger_ml.reports.collect import collect_report
+    from trigger_ml.reports.render import write_report
+
+    rep = collect_report(path, budget_ns=budget_ns, budget_bx=budget_bx, part=part, signals=signals,
+                         background=background, measure=measure, log=out.print)
+    dest = write_report(rep, out_dir or Path(path) / "report", force=force)
+    out.print(f"report written to {dest}")
+
+
+@app.command("scan")
+def scan_cmd(
+    config: Path = typer.Argument(..., help="Scan YAML (base model config + grid/random space), e.g. models/scan-example.yaml."),
+    out_dir: Path = typer.Option(..., "--out", help="Scan directory (results.parquet/csv, pareto.png/json); resumable."),
+    background: Optional[Path] = typer.Option(None, "--background", help="Background events (or settings.background)."),
+    signals: list[Path] = typer.Option([], "--signals", help="Signal files (or settings.signals)."),
+    scheduler: str = typer.Option("local", "--scheduler", help="'local' (LocalCluster), 'none' (in-process) or an address."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=1),
+    epochs: Optional[int] = typer.Option(None, "--epochs", min=1),
+    max_events: Optional[int] = typer.Option(None, "--max-events", min=1),
+    flavor: Optional[str] = typer.Option(None, "--flavor", help="verilog (da4ml, default) or hls."),
+    restart: bool = typer.Option(False, "--restart", help="Discard results of a different setup in OUT."),
+) -> None:
+    """Grid/random design-space scan on Dask; streams a resumable results table and draws the Pareto front."""
+    from trigger_ml.scan import load_scan_config, pareto_front, run_scan
+
+    with _progress() as prog:
+        task = prog.add_task("scan points", total=None)
+        df = run_scan(load_scan_config(config), out_dir, background=background, signals=signals or None,
+                      scheduler=None if scheduler == "none" else scheduler, n_workers=workers, epochs=epochs,
+                      max_events=max_events, flavor=flavor, restart=restart, log=out.print,
+                      progress=lambda done, total, row: prog.update(task, completed=done, total=total))
+    ok = df[df["status"] == "ok"] if "status" in df else df
+    out.print(f"{len(ok)}/{len(df)} points ok; results in {out_dir}/results.parquet, front in {out_dir}/pareto.png")
+    if len(ok):
+        front = pareto_front(ok)
+        cols = [c for c in ("key", "tpr", "auc", "luts", "latency_ns") if c in front]
+        out.print(front[cols].to_string(index=False))
+
+
 @app.command("demo")
 def demo(
     out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Output directory."),
     force: bool = typer.Option(False, "--force", help="Replace an existing output directory."),
     seed: int = typer.Option(0, "--seed"),
+    full: bool = typer.Option(False, "--full", help="Also train the ADC DNN autoencoder."),
+    quick: bool = typer.Option(False, "--quick", help="Reduced sizes (CI smoke run)."),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="Run yosys synthesis (minutes on big designs)."),
 ) -> None:
     """Run the end-to-end job on the embedded synthetic dataset."""
     from trigger_ml.demo import run_demo
 
-    run_demo(out_dir, seed=seed, force=force, log=out.print)
-    out.print(f"demo written to {out_dir}")
+    kw = dict(n_background=40_000, n_signal=4_000, epochs=1, n_train=20_000, n_verify=20_000) if quick else {}
+    m = run_demo(out_dir, seed=seed, force=force, full=full, measure=measure, log=out.print, **kw)
+    t = Table("signal", "AUC float", "AUC firmware", "TPR@1e-5 float", "TPR@1e-5 firmware")
+    f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    for s in m["auc"]:
+        t.add_row(s, f(m["auc"][s]["float"]), f(m["auc"][s]["firmware"]), f(m["tpr_at_fpr_1e-5"][s]["float"]),
+                  f(m["tpr_at_fpr_1e-5"][s]["firmware"]))
+    out.print(t)
+    out.print("mismatches: " + ", ".join(f"{k} {v}" for k, v in m["mismatches"].items()))
+    out.print(f"emulator {m['emulator_events_per_s']['value']:,} events/s; latency {m['latency_cycles']['value']} cycles = "
+              f"{m['latency_ns']['value']} ns ({m['latency_ns']['source']}); LUT {m['luts']['value']}, FF {m['ffs']['value']}, "
+              f"DSP {m['dsps']['value']} ({m['luts']['source']})")
+    out.print(f"demo written to {out_dir} in {m['timings_s']['total']} s")
 
 
 def main() -> None:

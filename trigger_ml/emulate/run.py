@@ -1,0 +1,103 @@
+"""Stage ``emulate``: a firmware directory + event files → firmware scores, menu table, catalog.
+
+Events are streamed in chunks through the preprocessing and the bit-exact emulator of the
+firmware IR; the trigger bit is the firmware's integer comparison. Work can run in-process or on
+Dask (:func:`trigger_ml.emulate.trigger.score_files`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from trigger_ml.emulate import trigger as T
+from trigger_ml.errors import TriggerMLError
+
+
+class FirmwareScorer:
+    """Picklable events → firmware score integers, loading the firmware lazily (once per process)."""
+
+    def __init__(self, firmware_dir: str | Path) -> None:
+        self.firmware_dir = str(firmware_dir)
+        self._state = None
+
+    def __getstate__(self) -> dict:
+        return {"firmware_dir": self.firmware_dir, "_state": None}
+
+    def _load(self):
+        if self._state is None:
+            from trigger_ml.emulate.engine import Emulator
+            from trigger_ml.firmware.convert import load_firmware
+
+            fm, pre, info = load_firmware(self.firmware_dir)
+            if fm.score is None:
+                fm = fm.with_score()
+            k = [o.name for o in fm.outputs].index(fm.score.output)
+            self._state = (Emulator(fm), pre, k, fm.score.index, fm)
+        return self._state
+
+    @property
+    def firmware(self):
+        return self._load()[4]
+
+    @property
+    def lsb(self) -> float:
+        return 2.0 ** -self.firmware.score_type.frac
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        emu, pre, k, idx, _ = self._load()
+        x = pre.transform(events).astype(np.float32)
+        raw = emu.predict_raw(emu.quantize_inputs(x))
+        raw = raw if not isinstance(raw, list) else raw[k]
+        return np.asarray(raw).reshape(len(events), -1)[:, idx].astype(np.int64)
+
+
+def parse_menu(text: str | None) -> dict[str, float]:
+    """'VLoose=20,Tight=2' → {'VLoose': 20.0, 'Tight': 2.0} (kHz); None → the default menu."""
+    if not text:
+        return dict(T.DEFAULT_MENU_KHZ)
+    out = {}
+    for item in text.split(","):
+        name, _, val = item.partition("=")
+        try:
+            out[name.strip()] = float(val)
+        except ValueError:
+            raise TriggerMLError(f"--menu item {item!r}: expected NAME=RATE_KHZ, e.g. VLoose=20") from None
+    return out
+
+
+def emulate(
+    firmware_dir: str | Path, backgrounds: Sequence[Path], signals: Sequence[Path] = (), *,
+    menu_khz: dict[str, float] | None = None, bx_rate_hz: float = 40e6, seeds: Sequence[T.Seed] = T.DEFAULT_SEEDS,
+    catalog: Path | None = None, scheduler: str | None = None, chunk_size: int = 262_144, force: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Score backgrounds and signals with the emulated firmware; calibrate and evaluate the menu."""
+    import time
+
+    scorer = FirmwareScorer(firmware_dir)
+    lsb = scorer.lsb
+    t0 = time.perf_counter()
+    prog = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
+    s_b, r_b = T.score_files(backgrounds, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog("background"))
+    bkg = T.SampleScores("background", s_b, r_b, [str(b) for b in backgrounds])
+    sigs = []
+    for s in signals:
+        sc, rb = T.score_files([s], scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog(Path(s).stem))
+        sigs.append(T.SampleScores(Path(s).stem, sc, rb, [str(s)]))
+    seconds = time.perf_counter() - t0
+    n_all = len(s_b) + sum(len(s.score_raw) for s in sigs)
+    table = T.menu_table(bkg, sigs, lsb, menu_khz, bx_rate_hz)
+    table |= {"firmware": str(firmware_dir), "score_type": scorer.firmware.score_type.to_hls(), "score_lsb": lsb,
+              "reference_seeds": [s.name for s in seeds], "events": n_all, "seconds": round(seconds, 2),
+              "events_per_s": round(n_all / seconds) if seconds else None, "scheduler": scheduler or "in-process"}
+    if catalog is not None:
+        thr = {wp: T.Threshold(**{k: v for k, v in row["threshold"].items() if k in T.Threshold.__dataclass_fields__})
+               for wp, row in table["working_points"].items()}
+        files = list(backgrounds) + list(signals)
+        all_scores = np.concatenate([s_b] + [s.score_raw for s in sigs])
+        table["catalog"] = {"path": str(catalog), "events": T.write_catalog(catalog, files, all_scores, lsb, thr,
+                                                                             chunk_size=chunk_size, force=force)}
+    return table
