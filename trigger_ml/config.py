@@ -84,21 +84,26 @@ def _format_error(src: str, exc: ValidationError) -> str:
     return f"{src}: field '{loc}': {e['msg']} (got {e.get('input')!r}){allowed}"
 
 
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict:
+    """A YAML file whose top level is a mapping; one-line ConfigError otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: {what} file not found")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    return data
+
+
 def load_model_config(path_or_dict: str | Path | dict) -> ModelConfig:
     """Load and validate a model config from a YAML file (or a dict)."""
     if isinstance(path_or_dict, dict):
         src, data = "config", path_or_dict
     else:
-        p = Path(path_or_dict)
-        if not p.exists():
-            raise ConfigError(f"{p}: config file not found")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        src = str(p)
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
+        src, data = str(path_or_dict), read_yaml_mapping(path_or_dict)
     try:
         return ModelConfig.model_validate(data)
     except ValidationError as exc:

@@ -335,21 +335,13 @@ _SCAN_KEYS = {"base", "grid", "random", "n_points", "n_random", "seed", "setting
 
 def load_scan_config(path: str | Path | Mapping) -> ScanSpace:
     """Read and validate a scan file (module docstring). Errors are one-line :class:`ConfigError`\\ s."""
-    import yaml
+    from trigger_ml.config import read_yaml_mapping
 
     if isinstance(path, Mapping):
         src, data, root = "scan", dict(path), Path.cwd()
     else:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: scan file not found")
-        try:
-            data = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        src, root = str(p), p.parent
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: expected a mapping at the top level")
+        src, data, root = str(p), read_yaml_mapping(p, "scan"), p.parent
     unknown = set(data) - _SCAN_KEYS
     if unknown:
         raise ConfigError(f"{src}: field '{sorted(map(str, unknown))[0]}': unknown key; allowed: {', '.join(sorted(_SCAN_KEYS))}")

@@ -88,6 +88,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from trigger_ml.firmware.manifest import sha256_file
 from trigger_ml.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -453,10 +454,6 @@ def parse_pipeline_depth(src_dir: Path, top: str, flavor: str) -> int:
     return n_regs - 1
 
 
-def _sha256_file(p: Path) -> str:
-    return hashlib.sha256(p.read_bytes()).hexdigest()
-
-
 def build_rtl_from_comb(
     comb: CombLogic,
     out_dir: str | Path,
@@ -531,7 +528,7 @@ def build_rtl_from_comb(
             "register_layers": depth + 1 if pipe is not None else 0,
             "comb_logic_depth": float(comb.latency[1]),
             "da4ml_metadata": json.loads((tmp / "metadata.json").read_text()),
-            "sources": {str(p.relative_to(tmp)): _sha256_file(p) for p in _project_files(tmp, flavor)},
+            "sources": {str(p.relative_to(tmp)): sha256_file(p) for p in _project_files(tmp, flavor)},
             "timing_s": {"write": round(t_write, 4)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
