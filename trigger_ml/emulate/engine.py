@@ -4,14 +4,22 @@ Two executors share one set of semantics (documented per layer kind in :mod:`tri
 
 * the **reference** executor works on raw integers (``int64``, or exact Python ints when a
   bound could exceed 62 bits) and spells out every ap_fixed cast with
-  :func:`trigger_ml.emulate.fixed.requantize`; it serves :meth:`Emulator.trace`,
-  :meth:`Emulator.overflow_counts` and any layer the fast path does not cover;
-* the **fast** executor carries raw integers in ``float64`` arrays (exact below 2**53; the bound of
-  every intermediate is derived from the types and checked when the plan is built), does the
-  matrix products with BLAS, and fuses the element-wise casts (bias add, accumulator wrap, result
-  cast, ReLU, per-element HGQ quantizers) into numba kernels that sweep each block of events once.
+  :func:`trigger_ml.emulate.fixed.requantize`, in the order the C++ does them (e.g. a saturating
+  accumulator saturates step by step); it serves :meth:`Emulator.trace`,
+  :meth:`Emulator.overflow_report` / :meth:`Emulator.overflow_counts` and every layer the fast
+  path does not cover;
+* the **fast** executor carries the raw integers in feature-major ``(features, events)``
+  float32/float64 buffers.  When the plan is built, exact integer intervals are propagated through
+  every layer; a layer runs on the fast path only if every intermediate (including every partial
+  sum of a matrix product, in any order) stays below 2**52 (float64) -- float32 buffers are used
+  where everything stays below 2**24 -- otherwise it falls back to the reference implementation.
+  Matrix products go to BLAS (sparse ones to a gather kernel), and all element-wise work of a
+  layer chain (bias, accumulator wrap, result cast, ReLU, batchnorm, per-element HGQ2 quantizers,
+  the merge op itself) is fused into one numba pass per layer group.  Events are processed in
+  blocks on all cores (Python threads; BLAS pinned to one thread meanwhile).
 
-Neither imports TensorFlow, Keras or hls4ml.
+Neither imports TensorFlow, Keras or hls4ml.  The first use compiles a few numba kernels (cached on
+disk by numba afterwards).
 """
 
 from __future__ import annotations
@@ -643,8 +651,12 @@ class Emulator:
 
     ``predict(x)`` equals ``hls_model.predict(x)`` (hls4ml C simulation) bit for bit: same values,
     same dtype (float32 for float32 input, else float64); each output is ``(n_events, size)``
-    (flattened like hls4ml; a list when the model has several outputs).  Events are processed in
-    chunks of ``chunk_size`` so memory stays flat.
+    (flattened like hls4ml, also for a single event; a list when the model has several outputs).
+
+    ``fast=False`` uses only the reference executor.  The fast path works on blocks of ``block``
+    events spread over ``threads`` threads (default: the cores, at most 8); the reference path,
+    ``trace`` and ``overflow_*`` work on chunks of ``chunk_size`` events, so memory stays flat
+    apart from the results themselves (``predict_file`` streams an HDF5 file).
     """
 
     def __init__(self, fm: FirmwareModel, *, chunk_size: int = 65536, fast: bool = True, threads: int | None = None,
@@ -789,12 +801,13 @@ class Emulator:
         ctr = _Counter(True)
         for _, _, part in self._chunks(xs):
             raws = [from_float(a.astype(np.float64, copy=False), spec.type) for spec, a in zip(self.fm.inputs, part)]
-            for spec, a, r in zip(self.fm.inputs, part, raws):
-                fin = a.astype(np.float64, copy=False)
-                with np.errstate(invalid="ignore"):
-                    exact = np.ldexp(fin, spec.type.frac)
-                n_over = int(np.count_nonzero((np.floor(exact) > spec.type.raw_max) | (np.ceil(exact) < spec.type.raw_min)))
-                ctr.add(spec.name, "input", n_over)
+            for spec, a in zip(self.fm.inputs, part):
+                t = spec.type
+                # the rounded value before overflow handling (saturating at +-2**63 is still out of range)
+                wide = FixedType(64, 64 - t.frac, True, t.rounding, "SAT") if -960 < t.frac < 960 else None
+                if wide is not None:
+                    r = from_float(a.astype(np.float64, copy=False), wide)
+                    ctr.add(spec.name, "input", int(np.count_nonzero((r > t.raw_max) | (r < _sat_lo(t)))))
             self._run_ref(raws, ctr)
         return {name: dict(ctr.counts.get(name, {})) for name in self.fm.layer_names}
 
@@ -902,136 +915,120 @@ def _kernels() -> dict:
     return _KERNELS
 
 
-_STAGE_OP = None
-_CHAIN_KERNELS: dict = {}
-_MAX_FUSED = 4  # stages fused into one pass (longer chains take several passes)
 _BINOPS = {None: 0, "add": 1, "subtract": 2, "multiply": 3}
 
 
-def _stage_op():
-    """``ovf(round(relu?(v * pm + ad) * mu))`` for constant modes ``rm``/``om`` (folded at compile time)."""
-    global _STAGE_OP
-    if _STAGE_OP is None:
-        import numba as nb
+def _chain_kernel():
+    """One kernel for every stage chain: ``chain(x, x2, y, P, codes, R, binop, ma, mb)``.
 
-        @nb.njit(inline="always", fastmath=False, error_model="numpy")
-        def op(v, pm, ad, rlo, mu, lo, hi, M, iM, rm, om):  # pragma: no cover - compiled
-            v = v * pm + ad
-            v = v if v > rlo else rlo
-            v = v * mu
-            if rm == 0:  # TRN
-                v = np.floor(v)
-            elif rm == 1:  # RND
-                v = np.floor(v + 0.5)
-            elif rm == 2:  # TRN_ZERO
-                v = np.trunc(v)
-            elif rm == 3:  # RND_ZERO
-                v = np.ceil(v - 0.5) if v >= 0 else np.floor(v + 0.5)
-            elif rm == 4:  # RND_INF
-                v = np.floor(v + 0.5) if v >= 0 else np.ceil(v - 0.5)
-            elif rm == 5:  # RND_MIN_INF
-                v = np.ceil(v - 0.5)
-            else:  # RND_CONV
-                v = np.rint(v)
-            if om == 0:  # WRAP
-                v = v - M * np.floor((v - lo) * iM)
-            elif om == 1:  # SAT / SAT_SYM (lo = -hi)
-                v = v if v > lo else lo
-                v = v if v < hi else hi
-            else:  # SAT_ZERO
-                v = v if (v >= lo and v <= hi) else 0.0
-            return v
-
-        _STAGE_OP = op
-    return _STAGE_OP
-
-
-def _chain_kernel(modes: tuple, binop: int):
-    """A kernel ``k(x, x2, y, P, R, ma, mb)`` applying up to 4 fused stages in one pass, with every
-    mode a compile-time constant (the closure variables; numba caches each variant on disk).
-    ``binop`` first combines two inputs: 0 none, 1 ``x*ma + x2*mb``, 2 ``x*ma - x2*mb``, 3 ``x*x2``."""
-    key = (modes, binop)
-    k = _CHAIN_KERNELS.get(key)
-    if k is not None:
-        return k
+    Per feature row it loads the events into an L1-resident scratch row (combining two inputs first
+    when ``binop`` is 1: ``x*ma + x2*mb``, 2: ``x*ma - x2*mb``, 3: ``x*x2``), runs every stage over it
+    with a loop specialised for the stage's rounding mode and then for its overflow mode (branches
+    hoisted out of the event loop), and stores the row once."""
+    K = _kernels()
+    if "chain" in K:
+        return K["chain"]
     import numba as nb
 
-    op = _stage_op()
-    S = len(modes)
-    m = list(modes) + [(0, 1)] * (_MAX_FUSED - S)
-    r0, o0 = m[0]
-    r1, o1 = m[1]
-    r2, o2 = m[2]
-    r3, o3 = m[3]
-    B = binop
-
     @nb.njit(nogil=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
-    def kernel(x, x2, y, P, R, ma, mb):  # pragma: no cover - compiled
+    def chain(x, x2, y, P, codes, R, binop, ma, mb):  # pragma: no cover - compiled
+        n = y.shape[1]
+        S = codes.shape[0]
+        t = np.empty(n, np.float64)
         for c in range(y.shape[0]):
-            q0 = P[0, :, c] if S > 0 else P[0, :, 0]
-            q1 = P[1, :, c] if S > 1 else q0
-            q2 = P[2, :, c] if S > 2 else q0
-            q3 = P[3, :, c] if S > 3 else q0
-            a0, b0, u0, l0, h0, M0, i0 = q0[0], q0[1], q0[2], q0[3], q0[4], q0[5], q0[6]
-            a1, b1, u1, l1, h1, M1, i1 = q1[0], q1[1], q1[2], q1[3], q1[4], q1[5], q1[6]
-            a2, b2, u2, l2, h2, M2, i2 = q2[0], q2[1], q2[2], q2[3], q2[4], q2[5], q2[6]
-            a3, b3, u3, l3, h3, M3, i3 = q3[0], q3[1], q3[2], q3[3], q3[4], q3[5], q3[6]
-            z0 = R[0]
-            z1 = R[1] if S > 1 else z0
-            z2 = R[2] if S > 2 else z0
-            z3 = R[3] if S > 3 else z0
-            for r in range(y.shape[1]):
-                if B == 0:
-                    v = np.float64(x[c, r])
-                elif B == 1:
-                    v = np.float64(x[c, r]) * ma + np.float64(x2[c, r]) * mb
-                elif B == 2:
-                    v = np.float64(x[c, r]) * ma - np.float64(x2[c, r]) * mb
-                else:
-                    v = np.float64(x[c, r]) * np.float64(x2[c, r])
-                if S > 0:
-                    v = op(v, a0, b0, z0, u0, l0, h0, M0, i0, r0, o0)
-                if S > 1:
-                    v = op(v, a1, b1, z1, u1, l1, h1, M1, i1, r1, o1)
-                if S > 2:
-                    v = op(v, a2, b2, z2, u2, l2, h2, M2, i2, r2, o2)
-                if S > 3:
-                    v = op(v, a3, b3, z3, u3, l3, h3, M3, i3, r3, o3)
-                y[c, r] = v
+            if binop == 0:
+                for r in range(n):
+                    t[r] = x[c, r]
+            elif binop == 1:
+                for r in range(n):
+                    t[r] = np.float64(x[c, r]) * ma + np.float64(x2[c, r]) * mb
+            elif binop == 2:
+                for r in range(n):
+                    t[r] = np.float64(x[c, r]) * ma - np.float64(x2[c, r]) * mb
+            else:
+                for r in range(n):
+                    t[r] = np.float64(x[c, r]) * np.float64(x2[c, r])
+            for s in range(S):
+                pm, ad, mu = P[s, 0, c], P[s, 1, c], P[s, 2, c]
+                lo, hi, M, iM = P[s, 3, c], P[s, 4, c], P[s, 5, c], P[s, 6, c]
+                rlo = R[s]
+                rm, om = codes[s, 0], codes[s, 1]
+                # v = relu?(v * pm + ad) * mu, then rounding
+                if rm == 0:  # TRN
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = v if v > rlo else rlo
+                        t[r] = np.floor(v * mu)
+                elif rm == 1:  # RND
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = v if v > rlo else rlo
+                        t[r] = np.floor(v * mu + 0.5)
+                elif rm == 6:  # RND_CONV
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = v if v > rlo else rlo
+                        t[r] = np.rint(v * mu)
+                elif rm == 2:  # TRN_ZERO
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = v if v > rlo else rlo
+                        t[r] = np.trunc(v * mu)
+                elif rm == 3:  # RND_ZERO
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = (v if v > rlo else rlo) * mu
+                        t[r] = np.ceil(v - 0.5) if v >= 0 else np.floor(v + 0.5)
+                elif rm == 4:  # RND_INF
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = (v if v > rlo else rlo) * mu
+                        t[r] = np.floor(v + 0.5) if v >= 0 else np.ceil(v - 0.5)
+                else:  # RND_MIN_INF
+                    for r in range(n):
+                        v = t[r] * pm + ad
+                        v = (v if v > rlo else rlo) * mu
+                        t[r] = np.ceil(v - 0.5)
+                # overflow
+                if om == 0:  # WRAP
+                    for r in range(n):
+                        v = t[r]
+                        t[r] = v - M * np.floor((v - lo) * iM)
+                elif om == 1:  # SAT / SAT_SYM (lo = -hi)
+                    for r in range(n):
+                        v = t[r]
+                        v = v if v > lo else lo
+                        t[r] = v if v < hi else hi
+                else:  # SAT_ZERO
+                    for r in range(n):
+                        v = t[r]
+                        t[r] = v if (v >= lo and v <= hi) else 0.0
+            for r in range(n):
+                y[c, r] = t[r]
 
-    _CHAIN_KERNELS[key] = kernel
-    return kernel
+    K["chain"] = chain
+    return chain
 
 
 class _Runner:
-    """Runs a stage chain (optionally preceded by a binary op) in as few fused passes as possible."""
+    """Runs a stage chain (optionally preceded by a binary op) in one pass over the data."""
 
     def __init__(self, stages: list, binop: str | None = None, tile: int = 1) -> None:
-        self.passes = []
-        groups = [stages[i : i + _MAX_FUSED] for i in range(0, len(stages), _MAX_FUSED)] or [[]]
-        for gi, grp in enumerate(groups):
-            b = _BINOPS[binop] if gi == 0 else 0
-            if not grp and b == 0:
-                self.passes.append(None)  # plain copy
-                continue
-            modes = tuple((int(rm), int(om)) for _, rm, om, _, _ in grp)
-            if grp:
-                P = np.ascontiguousarray(np.stack([np.tile(s[3], (1, tile)) for s in grp]))
-                R = np.array([float(s[4]) for s in grp], dtype=np.float64)
-            else:
-                P = np.zeros((1, 7, 1))
-                R = np.zeros(1)
-            self.passes.append((_chain_kernel(modes, b), P, R))
+        self.binop = _BINOPS[binop]
+        self.copy = not stages and self.binop == 0
+        S = len(stages)
+        self.codes = np.array([[int(st[1]), int(st[2])] for st in stages], dtype=np.int64).reshape(S, 2)
+        self.R = np.array([float(st[4]) for st in stages], dtype=np.float64)
+        if S:
+            self.P = np.ascontiguousarray(np.stack([np.tile(st[3], (1, tile)) for st in stages]))
+        else:
+            self.P = np.zeros((0, 7, 1))
 
     def __call__(self, x: np.ndarray, dst: np.ndarray, x2: np.ndarray | None = None, ma: float = 1.0, mb: float = 1.0) -> None:
-        src = x
-        for k, p in enumerate(self.passes):
-            if p is None:
-                dst[...] = src
-            else:
-                kern, P, R = p
-                kern(src, x2 if (k == 0 and x2 is not None) else src, dst, P, R, ma, mb)
-            src = dst
+        if self.copy:
+            dst[...] = x
+            return
+        _chain_kernel()(x, x if x2 is None else x2, dst, self.P, self.codes, self.R, self.binop, ma, mb)
 
 
 # -- interval bookkeeping (build time only; Python ints, exact) ---------------------------------
@@ -1225,7 +1222,7 @@ class _FastPlan:
     def __init__(self, fm: FirmwareModel, ref_steps: list[_Step], threads: int | None, block: int) -> None:
         self.fm = fm
         self.block = max(1, int(block))
-        self.threads = max(1, int(threads or min(2, os.cpu_count() or 1)))
+        self.threads = max(1, int(threads or min(8, os.cpu_count() or 1)))
         self.slots: list[_Slot] = []
         self.ops: list[_Op] = []
         self.layer_slot: dict[str, int] = {}
@@ -1247,7 +1244,6 @@ class _FastPlan:
             s.dtype = np.float64 if (s.f64_needed or s.absmax() >= _F32_LIMIT) else np.float32
         for op in self.ops:
             op.finalize(self)
-        self._pool = None
 
     # -- construction -------------------------------------------------------------------------------
     def _new_slot(self, size: int, lo, hi) -> int:
@@ -1547,11 +1543,9 @@ class _FastPlan:
             if nthreads == 1:
                 work(blocks)
             else:
-                from concurrent.futures import ThreadPoolExecutor
-
-                if self._pool is None:
-                    self._pool = ThreadPoolExecutor(max_workers=self.threads, thread_name_prefix="trigger_ml-emu")
-                futures = [self._pool.submit(work, blocks[i::nthreads]) for i in range(nthreads)]
+                pool = _thread_pool(nthreads)
+                futures = [pool.submit(work, blocks[i::nthreads]) for i in range(1, nthreads)]
+                work(blocks[0::nthreads])  # the calling thread takes the first share
                 for f in futures:
                     f.result()
 
@@ -1591,6 +1585,17 @@ class _FastPlan:
 
 
 _TP_CONTROLLER = None
+_POOLS: dict = {}
+
+
+def _thread_pool(n: int):
+    """A process-wide pool of ``n - 1`` worker threads (the caller runs the remaining share)."""
+    pool = _POOLS.get(n)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _POOLS[n] = ThreadPoolExecutor(max_workers=max(1, n - 1), thread_name_prefix="trigger_ml-emu")
+    return pool
 
 
 class _blas_single_thread:
@@ -1637,7 +1642,9 @@ class _InputOp(_Op):
         elif self._bad(x):
             dst[...] = from_float(np.asarray(x, dtype=np.float64), self.t).T
         else:
-            self.runner(np.ascontiguousarray(x.T), dst)
+            # stream the block in with a plain copy (prefetch-friendly), then let the chain read it
+            # transposed from cache: cheaper than a strided transposing read from memory
+            self.runner(np.array(x, order="C", copy=True).T, dst)
 
 
 class _ChainOp(_Op):

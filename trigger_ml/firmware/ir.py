@@ -1074,11 +1074,9 @@ def _convert_softmax(node, mk, by_name) -> Layer:
             exp_scale = float(m.group(1).strip().rstrip("fF"))
         except ValueError:
             pass
-    if not cfg and impl == "stable" and node.types.get("inp_norm_t") is None:
+    if not cfg and impl == "stable" and node.types.get("inp_norm_t") is None and in_type.signed:
         # replicate SoftmaxConfigTemplate.format when no generated config is available
-        w, iw, s = in_type.width - int(in_type.signed), in_type.integer - int(in_type.signed), in_type.signed
-        if s:
-            exp_size = min(exp_size, 2**w)
+        exp_size = min(exp_size, 2 ** (in_type.width - 1))
     types: dict[str, FixedType] = {}
     if impl in ("latency", "stable"):
         for role in ("exp_table", "inv_table", "accum", "inv_inp"):
