@@ -179,7 +179,8 @@ def verify(
         fm, _, _ = load_firmware(hls_dir)
         stage("csim", lambda: csim_predict(Path(hls_dir), x))
         emu = Emulator(fm)
-        stage("emulator", lambda: emu.predict(x))
+        # float64 in → float64 out: exact for score types wider than float32's 24-bit mantissa
+        stage("emulator", lambda: emu.predict(x.astype(np.float64)))
     if rtl_dir:
         from trigger_ml.firmware import rtl
 

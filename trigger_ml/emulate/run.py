@@ -47,11 +47,16 @@ class FirmwareScorer:
         return 2.0 ** -self.firmware.score_type.frac
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
-        emu, pre, k, idx, _ = self._load()
-        x = pre.transform(events).astype(np.float32)
-        raw = emu.predict_raw(emu.quantize_inputs(x))
-        raw = raw if not isinstance(raw, list) else raw[k]
-        return np.asarray(raw).reshape(len(events), -1)[:, idx].astype(np.int64)
+        emu, pre, k, idx, fm = self._load()
+        x = pre.transform(events).astype(np.float64)  # float64 path: exact outputs up to 53 bits, fast
+        t = fm.score_type
+        if t.width > 53:
+            raw = emu.predict_raw(emu.quantize_inputs(x))
+            raw = raw if not isinstance(raw, list) else raw[k]
+            return np.asarray(raw).reshape(len(events), -1)[:, idx].astype(np.int64)
+        out = emu.predict(x)
+        out = out if not isinstance(out, list) else out[k]
+        return np.ldexp(np.asarray(out, np.float64).reshape(len(events), -1)[:, idx], t.frac).astype(np.int64)
 
 
 def parse_menu(text: str | None) -> dict[str, float]:
