@@ -131,7 +131,11 @@ def main(argv: list[str] | None = None) -> dict:
         mism = int(np.count_nonzero(y_emu.reshape(y_csim.shape) != y_csim))
         reps = -(-args.events // len(x))
         xe = np.ascontiguousarray(np.tile(x, (reps, 1))[: args.events])
+        c0 = time.process_time()
+        w0 = time.perf_counter()
         emu_rate = _best_rate(lambda: emu.predict(xe), len(xe), args.repeats)
+        cpu_used = (time.process_time() - c0) / (time.perf_counter() - w0)  # cores actually obtained
+        per_core = emu_rate / max(cpu_used, 1e-9)
         emu_raw = _best_rate(lambda: emu.predict_raw(emu.quantize_inputs(xe[:200_000])), 200_000, 1)
 
         # --- HGQ2 Keras predict (TF backend), batch 16k
@@ -151,6 +155,9 @@ def main(argv: list[str] | None = None) -> dict:
         "convert_compile_s": round(t_convert, 1),
         "emulator_warmup_s": round(t_warm, 2),
         "emulator_events_per_s": round(emu_rate),
+        "emulator_cpu_cores_obtained": round(cpu_used, 2),
+        "emulator_events_per_cpu_s": round(per_core),
+        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
         "emulator_raw_path_events_per_s": round(emu_raw),
         "csim_events": int(len(xc)),
         "csim_events_per_s": round(csim_rate),

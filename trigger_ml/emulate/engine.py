@@ -911,7 +911,18 @@ def _kernels() -> dict:
             for c in range(dst.shape[1]):
                 dst[r, c] = np.float64(src[c, r]) * scale + 0.0
 
-    _KERNELS = {"ell": ell, "narrow_dense": narrow_dense, "to_float": to_float}
+    @jit
+    def copy_check(x, out, lim):  # pragma: no cover - compiled
+        """out = x (a streaming copy); True if some |x| >= lim or is not finite (NaN included)."""
+        bad = 0
+        for r in range(x.shape[0]):
+            for c in range(x.shape[1]):
+                v = x[r, c]
+                out[r, c] = v
+                bad |= not (abs(v) < lim)
+        return bad != 0
+
+    _KERNELS = {"ell": ell, "narrow_dense": narrow_dense, "to_float": to_float, "copy_check": copy_check}
     return _KERNELS
 
 
@@ -931,23 +942,24 @@ def _chain_kernel():
     import numba as nb
 
     @nb.njit(nogil=True, cache=True, fastmath=False, boundscheck=False, error_model="numpy")
-    def chain(x, x2, y, P, codes, R, binop, ma, mb):  # pragma: no cover - compiled
+    def chain(x, x2, y, P, codes, R, binop, ma, mb, rows1, rows2):  # pragma: no cover - compiled
         n = y.shape[1]
         S = codes.shape[0]
         t = np.empty(n, np.float64)
         for c in range(y.shape[0]):
+            c1, c2 = rows1[c], rows2[c]  # input rows feeding output row c (gathers / broadcasts)
             if binop == 0:
                 for r in range(n):
-                    t[r] = x[c, r]
+                    t[r] = x[c1, r]
             elif binop == 1:
                 for r in range(n):
-                    t[r] = np.float64(x[c, r]) * ma + np.float64(x2[c, r]) * mb
+                    t[r] = np.float64(x[c1, r]) * ma + np.float64(x2[c2, r]) * mb
             elif binop == 2:
                 for r in range(n):
-                    t[r] = np.float64(x[c, r]) * ma - np.float64(x2[c, r]) * mb
+                    t[r] = np.float64(x[c1, r]) * ma - np.float64(x2[c2, r]) * mb
             else:
                 for r in range(n):
-                    t[r] = np.float64(x[c, r]) * np.float64(x2[c, r])
+                    t[r] = np.float64(x[c1, r]) * np.float64(x2[c2, r])
             for s in range(S):
                 pm, ad, mu = P[s, 0, c], P[s, 1, c], P[s, 2, c]
                 lo, hi, M, iM = P[s, 3, c], P[s, 4, c], P[s, 5, c], P[s, 6, c]
@@ -1011,12 +1023,18 @@ def _chain_kernel():
 
 
 class _Runner:
-    """Runs a stage chain (optionally preceded by a binary op) in one pass over the data."""
+    """Runs a stage chain (optionally preceded by a binary op) in one pass over the data.
 
-    def __init__(self, stages: list, binop: str | None = None, tile: int = 1) -> None:
+    ``rows1`` / ``rows2`` map each output row to the input row it reads (gathers, broadcasts)."""
+
+    def __init__(self, stages: list, size: int, binop: str | None = None, tile: int = 1,
+                 rows1: np.ndarray | None = None, rows2: np.ndarray | None = None) -> None:
         self.binop = _BINOPS[binop]
-        self.copy = not stages and self.binop == 0
         S = len(stages)
+        n_rows = size
+        self.rows1 = np.arange(n_rows, dtype=np.int64) if rows1 is None else np.ascontiguousarray(rows1, dtype=np.int64)
+        self.rows2 = np.arange(n_rows, dtype=np.int64) if rows2 is None else np.ascontiguousarray(rows2, dtype=np.int64)
+        self.copy = not stages and self.binop == 0 and rows1 is None
         self.codes = np.array([[int(st[1]), int(st[2])] for st in stages], dtype=np.int64).reshape(S, 2)
         self.R = np.array([float(st[4]) for st in stages], dtype=np.float64)
         if S:
@@ -1028,7 +1046,8 @@ class _Runner:
         if self.copy:
             dst[...] = x
             return
-        _chain_kernel()(x, x if x2 is None else x2, dst, self.P, self.codes, self.R, self.binop, ma, mb)
+        _chain_kernel()(x, x if x2 is None else x2, dst, self.P, self.codes, self.R, self.binop, ma, mb,
+                        self.rows1, self.rows2)
 
 
 # -- interval bookkeeping (build time only; Python ints, exact) ---------------------------------
@@ -1213,7 +1232,7 @@ class _Op:
 
     def finalize(self, plan: _FastPlan) -> None:
         self.stages = self.chain.finish() if self.chain is not None else []
-        self.runner = _Runner(self.stages)
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size)
 
 
 class _FastPlan:
@@ -1625,26 +1644,21 @@ class _InputOp(_Op):
         self.lim = math.ldexp(1.0, 52 - t.frac)  # |x| below this: x * 2**frac is safely exact
 
     def finalize(self, plan: _FastPlan) -> None:
-        self.runner = _Runner(self.stages)
-
-    def _bad(self, x: np.ndarray) -> bool:
-        """Values the float path cannot convert exactly (huge, inf, NaN): use from_float instead."""
-        if x.size == 0:
-            return False
-        hi, lo = np.max(x), np.min(x)
-        return not (hi < self.lim and lo > -self.lim)
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size)
 
     def run(self, bufs, views, inputs, from_float_in, K) -> None:
         x = inputs[self.k]
         dst = views[self.out_slot]
         if not from_float_in:
             dst[...] = x.T
-        elif self._bad(x):
+            return
+        # stream the block in with a plain copy (prefetch-friendly; it also checks the values), then
+        # let the chain read it transposed from cache: cheaper than a strided read from memory
+        stage = np.empty(x.shape, dtype=x.dtype)
+        if K["copy_check"](x, stage, self.lim):
             dst[...] = from_float(np.asarray(x, dtype=np.float64), self.t).T
         else:
-            # stream the block in with a plain copy (prefetch-friendly), then let the chain read it
-            # transposed from cache: cheaper than a strided transposing read from memory
-            self.runner(np.array(x, order="C", copy=True).T, dst)
+            self.runner(stage.T, dst)
 
 
 class _ChainOp(_Op):
@@ -1682,7 +1696,16 @@ class _DenseOp(_Op):
         else:
             self.acc_dtype = plan.slots[self.src].dtype
             self.wt = np.ascontiguousarray(w.T.astype(self.acc_dtype))
-        if not self.stages and (self.sparse or self.narrow or plan.slots[self.out_slot].dtype == self.acc_dtype):
+        self.gather = self.sparse and self.idx.shape[0] == 1 and bool(self.stages) and self.stages[0][4] == -math.inf
+        if self.gather:
+            # one weight per output: out[j] = chain(w[j] * x[idx[j]]) -- the weight folds into the first
+            # stage's integer multiplier (v * pm + ad), the gather into the chain's row map
+            name, rm, om, P0, rlo = self.stages[0]
+            P0 = P0.copy()
+            P0[0] = P0[0] * self.wv[0]
+            self.runner = _Runner([(name, rm, om, P0, rlo)] + list(self.stages[1:]), self.n_out, rows1=self.idx[0])
+            self.acc_slot = self.out_slot
+        elif not self.stages and (self.sparse or self.narrow or plan.slots[self.out_slot].dtype == self.acc_dtype):
             self.acc_slot = self.out_slot  # no cast after the product: write the output directly
         else:
             self.acc_slot = len(plan.slots)
@@ -1690,6 +1713,9 @@ class _DenseOp(_Op):
             plan.slots.append(_Slot(self.n_out, z, z, self.acc_dtype))
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
+        if self.gather:
+            self.runner(views[self.src], views[self.out_slot])
+            return
         x, acc = views[self.src], views[self.acc_slot]
         if self.sparse:
             K["ell"](x, self.idx, self.wv, acc)
@@ -1712,7 +1738,7 @@ class _ConvOp(_Op):
         self.P, self.K = self.idx.shape
         F = self.w_int.shape[1]
         # the chain was built per filter: repeat its parameters for every output pixel
-        self.runner = _Runner(self.stages, tile=self.P)
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, tile=self.P)
         dt = plan.slots[self.cols].dtype
         plan.slots[self.acc].dtype = dt
         w = np.array([float(int(v)) for v in self.w_int.reshape(-1)], dtype=dt).reshape(self.w_int.shape)
@@ -1738,15 +1764,11 @@ class _MergeOp(_Op):
 
     def finalize(self, plan) -> None:
         super().finalize(plan)
-        self.runner = _Runner(self.stages, binop=self.op)  # the binary op is fused into the first pass
+        # the binary op (and any broadcast) is fused into the single pass
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, binop=self.op, rows1=self.i1, rows2=self.i2)
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
-        a, b = views[self.a], views[self.b]
-        if self.i1 is not None:
-            a = a[self.i1]
-        if self.i2 is not None:
-            b = b[self.i2]
-        self.runner(a, views[self.out_slot], b, self.ma, self.mb)
+        self.runner(views[self.a], views[self.out_slot], views[self.b], self.ma, self.mb)
 
 
 class _RefOp(_Op):
