@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from trigger_ml.firmware.manifest import sha256_file
 from trigger_ml.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
 from trigger_ml.firmware import rtl
 from trigger_ml.firmware.rtl import IOField, pack_fields, random_grid_inputs, unpack_fields
@@ -84,7 +85,7 @@ def test_project_layout_and_manifest(project, model) -> None:
     assert m["input_width"] == 28 and m["output_width"] == p.output_width
     assert m["keras_model"] == model.name and "trace" in m["timing_s"]
     for rel, digest in m["sources"].items():
-        assert rtl._sha256_file(p.path / rel) == digest
+        assert sha256_file(p.path / rel) == digest
     assert rtl.RTLProject.load(p.path) == p
 
 
