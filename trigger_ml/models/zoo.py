@@ -121,10 +121,15 @@ def _autoencoder(cfg: ModelConfig, info: dict, quantized: bool) -> Built:
     inp = keras.Input((n,), name="inputs")
     iq = _input_conf(info)
     h = _dense_stack(inp, cfg.hidden, lq, "enc", cfg.batchnorm, first_iq=iq)
-    z = _out_dense(h, cfg.latent, lq, "latent")
     dec = cfg.decoder if cfg.decoder is not None else list(reversed(cfg.hidden))
-    h = _dense_stack(z, dec, lq, "dec", cfg.batchnorm, first_iq=lq.act_conf("dec0", signed=True))
-    rec = _out_dense(h, n, lq, "reconstruction")
+    return _ae_tail(cfg, info, lq, inp, iq, h, dec, cfg.batchnorm)
+
+
+def _ae_tail(cfg: ModelConfig, info: dict, lq: LayerQuant, inp, iq, h, decoder: list[int], batchnorm: bool) -> Built:
+    """Latent, dense decoder, reconstruction and the in-graph masked score shared by the autoencoders."""
+    z = _out_dense(h, cfg.latent, lq, "latent")
+    h = _dense_stack(z, decoder, lq, "dec", batchnorm, first_iq=lq.act_conf("dec0", signed=True))
+    rec = _out_dense(h, cfg.n_features, lq, "reconstruction")
     score = scores.masked_sse(inp, rec, iq, info["mask"], lq)
     return Built(keras.Model(inp, rec, name=f"{cfg.name}_train"), keras.Model(inp, score, name=cfg.name), MaskedMSE(), cfg.kind)
 
@@ -148,11 +153,7 @@ def _cnn_autoencoder(cfg: ModelConfig, info: dict, quantized: bool) -> Built:
                     beta0=cfg.quantization.beta if lq.learned else 0.0)(x)
         x = QAveragePooling2D((2, 1), name=f"pool{i}", iq_conf=lq.act_conf(f"pool{i}", signed=False))(x)
     x = keras.layers.Flatten(name="flatten")(x)
-    z = _out_dense(x, cfg.latent, lq, "latent")
-    h = _dense_stack(z, cfg.decoder or [32], lq, "dec", False, first_iq=lq.act_conf("dec0", signed=True))
-    rec = _out_dense(h, n, lq, "reconstruction")
-    score = scores.masked_sse(inp, rec, iq, info["mask"], lq)
-    return Built(keras.Model(inp, rec, name=f"{cfg.name}_train"), keras.Model(inp, score, name=cfg.name), MaskedMSE(), cfg.kind)
+    return _ae_tail(cfg, info, lq, inp, iq, x, cfg.decoder or [32], False)
 
 
 def _vae(cfg: ModelConfig, info: dict, quantized: bool) -> Built:
