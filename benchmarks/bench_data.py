@@ -12,8 +12,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from trigger_ml.data import synth
 
 

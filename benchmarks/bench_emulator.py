@@ -34,9 +34,9 @@ def _build_zoo(n_events: int, seed: int):
     """The zoo's adc-dnn-ae deploy model, its preprocessing and float inputs of synthetic events."""
     from pathlib import Path
 
-    from trigger_ml.config import load_model_config
     from trigger_ml.data.synth import generate
     from trigger_ml.models import build
+    from trigger_ml.models.config import load_model_config
     from trigger_ml.train import fit_preprocessing
 
     cfg = load_model_config(Path(__file__).resolve().parents[1] / "models" / "adc-dnn-ae.yaml")
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     import hls4ml
 
     from trigger_ml.emulate.engine import Emulator
-    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.ir import from_hls_model
 
     n_data = max(args.csim_events, 50_000)
     try:

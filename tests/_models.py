@@ -232,7 +232,15 @@ def random_model(seed: int):
 
     Returns (model, x, hls_config or None)."""
     import keras
-    from hgq.layers import QAveragePooling1D, QConv1D, QDense, QMaxPooling1D, QMultiply, QAdd, QSubtract
+    from hgq.layers import (
+        QAdd,
+        QAveragePooling1D,
+        QConv1D,
+        QDense,
+        QMaxPooling1D,
+        QMultiply,
+        QSubtract,
+    )
 
     rng = np.random.default_rng(10_000 + seed)
     keras.utils.set_random_seed(seed)
@@ -334,7 +342,7 @@ ALL_OVERFLOW = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 
 
 def _rtype(rng, wmin=2, wmax=20, imin=-2, imax=8, signed=None, modes=True):
-    from trigger_ml.emulate.fixed import FixedType
+    from trigger_ml.core.fixed import FixedType
 
     w = int(rng.integers(wmin, wmax + 1))
     i = int(rng.integers(imin, imax + 1))
@@ -351,8 +359,8 @@ def _rand_raw(rng, t, shape):
 def random_ir_model(seed: int):
     """A random FirmwareModel built directly in the IR: input, per-element quantizers, dense (wide or
     narrow accumulators), ReLU/linear, batchnorm, merges, sparse dense, small-output dense."""
-    from trigger_ml.emulate.fixed import FixedType
-    from trigger_ml.firmware.ir import FirmwareModel, Layer, TensorSpec
+    from trigger_ml.core.fixed import FixedType
+    from trigger_ml.ir import FirmwareModel, Layer, TensorSpec
 
     rng = np.random.default_rng(seed)
     layers = []
@@ -502,7 +510,7 @@ def compiled(name: str) -> Compiled:
     """A converted + compiled model of the fast suite, built once per process."""
     if name in _COMPILED:
         return _COMPILED[name]
-    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.ir import from_hls_model
 
     cfg = None
     if name == "mlp":

@@ -9,7 +9,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from trigger_ml.errors import ConfigError
+from trigger_ml.core.errors import ConfigError
 from trigger_ml.reports.budget import (
     BX_NS,
     LayerLatency,

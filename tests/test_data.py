@@ -9,9 +9,9 @@ import h5py
 import numpy as np
 import pytest
 
+from trigger_ml.core.errors import ArtifactError, DataFormatError
 from trigger_ml.data import adc2021, synth
 from trigger_ml.data import preprocess as P
-from trigger_ml.errors import ArtifactError, DataFormatError
 
 
 def _sha(path):

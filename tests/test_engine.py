@@ -20,10 +20,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import _models as M  # noqa: E402
 
+from trigger_ml.core.errors import TriggerMLError  # noqa: E402
+from trigger_ml.core.fixed import FixedType, from_float  # noqa: E402
 from trigger_ml.emulate.engine import Emulator  # noqa: E402
-from trigger_ml.emulate.fixed import FixedType, from_float  # noqa: E402
-from trigger_ml.errors import TriggerMLError  # noqa: E402
-from trigger_ml.firmware.ir import FirmwareModel, Layer, TensorSpec  # noqa: E402
+from trigger_ml.ir import FirmwareModel, Layer, TensorSpec  # noqa: E402
 
 
 def _check_bit_exact(c: M.Compiled, n: int = 3000, seed: int = 0, scale: float = 1.0) -> np.ndarray:

@@ -16,9 +16,9 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from trigger_ml.emulate.fixed import FixedType  # noqa: E402
-from trigger_ml.errors import ArtifactError, TriggerMLError  # noqa: E402
-from trigger_ml.firmware.ir import FirmwareModel, Layer, TensorSpec  # noqa: E402
+from trigger_ml.core.errors import ArtifactError, TriggerMLError  # noqa: E402
+from trigger_ml.core.fixed import FixedType  # noqa: E402
+from trigger_ml.ir import FirmwareModel, Layer, TensorSpec  # noqa: E402
 from trigger_ml.reports import estimate as E  # noqa: E402
 
 X_T = FixedType(8, 3, True)  # 8-bit signed inputs
@@ -284,7 +284,7 @@ def test_model_ebops_recomputes_without_training(tiny_hgq) -> None:
 
 def test_analytic_on_converted_hls4ml_graph(tiny_hgq, tmp_path) -> None:
     from trigger_ml.firmware import hls
-    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.ir import from_hls_model
 
     _, graph = hls.convert(tiny_hgq, tmp_path / "prj", compile=False)
     fm = from_hls_model(graph)

@@ -1,4 +1,4 @@
-"""Bit-exactness of trigger_ml.emulate.fixed against the Xilinx ap_fixed headers shipped with hls4ml.
+"""Bit-exactness of trigger_ml.core.fixed against the Xilinx ap_fixed headers shipped with hls4ml.
 
 The reference is a small C++ program (tests/apfixed_ref/) compiled with g++ against
 ``hls4ml/templates/vivado/ap_types``.  ap_fixed types are templates, so the set of
@@ -34,8 +34,8 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from trigger_ml.emulate import fixed
-from trigger_ml.emulate.fixed import (
+from trigger_ml.core import fixed
+from trigger_ml.core.fixed import (
     OVERFLOW_MODES,
     ROUNDING_MODES,
     FixedType,
@@ -665,7 +665,7 @@ def test_from_float_fast_path_matches_bit_decoding(backend, t, xs, scale):
 @settings(max_examples=100, deadline=None)
 @given(t=fixed_types(max_width=53), data=st.data())
 def test_to_float_roundtrip(t, data):
-    raws = data.draw(st.lists(st.integers(t._sat_lo, t.raw_max), min_size=1, max_size=20))  # SAT_SYM never yields raw_min
+    raws = data.draw(st.lists(st.integers(t.sat_min, t.raw_max), min_size=1, max_size=20))  # SAT_SYM never yields raw_min
     raw = np.array(raws, dtype=t.raw_dtype)
     x = to_float(raw, t)
     assume(np.all(np.isfinite(x)) and np.all((x == 0) == (raw == 0)))  # no float under/overflow

@@ -18,8 +18,8 @@ import pytest
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from trigger_ml.errors import ArtifactError, ConfigError  # noqa: E402
-from trigger_ml.firmware import manifest as mf  # noqa: E402
+from trigger_ml.core import artifacts as mf  # noqa: E402
+from trigger_ml.core.errors import ArtifactError, ConfigError  # noqa: E402
 
 N_EVENTS = 1000
 

@@ -19,11 +19,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import _models as M  # noqa: E402
 
+from trigger_ml import ir  # noqa: E402
+from trigger_ml.core.errors import ArtifactError, TriggerMLError, UnsupportedLayerError  # noqa: E402
+from trigger_ml.core.fixed import FixedType  # noqa: E402
 from trigger_ml.emulate.engine import Emulator  # noqa: E402
-from trigger_ml.emulate.fixed import FixedType  # noqa: E402
-from trigger_ml.errors import ArtifactError, TriggerMLError, UnsupportedLayerError  # noqa: E402
-from trigger_ml.firmware import ir  # noqa: E402
-from trigger_ml.firmware.ir import FirmwareModel, Layer  # noqa: E402
+from trigger_ml.ir import FirmwareModel, Layer  # noqa: E402
+from trigger_ml.ir import tables as ir_tables  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -138,7 +139,7 @@ def test_emulator_runs_without_tensorflow(tmp_path) -> None:
         for mod in ("tensorflow", "keras", "hls4ml", "hgq", "tf_keras", "jax", "torch"):
             sys.modules[mod] = None  # any import of these now raises ImportError
         import numpy as np
-        from trigger_ml.firmware.ir import FirmwareModel
+        from trigger_ml.ir import FirmwareModel
         from trigger_ml.emulate.engine import Emulator
         fm = FirmwareModel.load({str(tmp_path / 'fm.json')!r})
         x = np.load({str(tmp_path / 'x.npy')!r})
@@ -247,7 +248,7 @@ def test_tables_match_hls4ml_cpp(tmp_path) -> None:
         pos += n
     for impl, ne, ni, sc, dt, et, it, iit in _SOFTMAX_CASES:
         types = {"exp_table": et, "inv_table": it, "inv_inp": iit, "inp_norm": dt}
-        e, v = ir._softmax_tables(impl, types, ne, ni, sc, dt)
+        e, v = ir_tables._softmax_tables(impl, types, ne, ni, sc, dt)
         assert np.array_equal(np.ldexp(e.astype(np.float64), -et.frac), vals[pos : pos + ne]), (impl, "exp")
         pos += ne
         assert np.array_equal(np.ldexp(v.astype(np.float64), -it.frac), vals[pos : pos + ni]), (impl, "inv")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trigger_ml.errors import ArtifactError, TriggerMLError
+from trigger_ml.core.errors import ArtifactError, TriggerMLError
 from trigger_ml.reports.measure import SynthResult, count_resources, synthesize
 
 

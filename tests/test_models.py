@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trigger_ml.config import load_model_config
-from trigger_ml.errors import ArtifactError, ConfigError
+from trigger_ml.core.errors import ArtifactError, ConfigError
+from trigger_ml.models.config import load_model_config
 
 ZOO = Path(__file__).resolve().parents[1] / "models"
 
@@ -39,7 +39,6 @@ def trained(tmp_path_factory, bkg_file, jets_file):
 
 @pytest.mark.parametrize("name", ["adc-dnn-ae", "axol1tl-vae", "adc-cnn-ae", "jet-tagger", "cicada-student"])
 def test_zoo_train_save_reload_bit_identical(trained, name, bkg_file, jets_file):
-    import keras
 
     from trigger_ml.train import load_artifact
 
@@ -130,7 +129,7 @@ def test_corrupt_artifact_clear_error(trained, tmp_path):
 
 
 def test_metrics_tpr_at_fpr_statistics():
-    from trigger_ml.metrics import clopper_pearson, tpr_at_fpr
+    from trigger_ml.core.metrics import clopper_pearson, tpr_at_fpr
 
     bkg = np.arange(100_000, dtype=float)  # scores 0..99999
     sig = np.r_[np.full(300, 1e6), np.zeros(700)]

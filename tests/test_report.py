@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trigger_ml.emulate.fixed import FixedType
-from trigger_ml.errors import ArtifactError
-from trigger_ml.firmware.ir import FirmwareModel, Layer, TensorSpec
+from trigger_ml.core.errors import ArtifactError
+from trigger_ml.core.fixed import FixedType
+from trigger_ml.ir import FirmwareModel, Layer, TensorSpec
 from trigger_ml.reports.collect import _histogram, _roc_points, collect_report, discover
 from trigger_ml.reports.render import write_report
 
@@ -40,7 +40,7 @@ def _firmware_model() -> FirmwareModel:
 
 def _synthetic_metrics() -> dict:
     """A metrics section like collect_report's, from random scores (float / quantized / firmware)."""
-    from trigger_ml.metrics import signal_metrics
+    from trigger_ml.core.metrics import signal_metrics
 
     rng = np.random.default_rng(0)
     bkg = rng.normal(0, 1, 20_000)

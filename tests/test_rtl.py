@@ -9,10 +9,15 @@ import time
 import numpy as np
 import pytest
 
-from trigger_ml.firmware.manifest import sha256_file
-from trigger_ml.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
+from trigger_ml.core.artifacts import sha256_file
+from trigger_ml.core.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
 from trigger_ml.firmware import rtl
-from trigger_ml.firmware.rtl import IOField, pack_fields, random_grid_inputs, unpack_fields
+from trigger_ml.firmware.rtl import (
+    IOField,
+    pack_fields,
+    random_grid_inputs,
+    unpack_fields,
+)
 
 N_EVENTS = 4000
 
@@ -218,7 +223,13 @@ def test_conv_einsum_bn_lut_model_bit_exact(tmp_path) -> None:
     """QConv2D + QMaxPool2D + QEinsumDense + QBatchNormDense + QUnaryFunctionLUT (table ROMs)."""
     import keras
     from hgq.config import QuantizerConfig
-    from hgq.layers import QBatchNormDense, QConv2D, QEinsumDense, QMaxPool2D, QUnaryFunctionLUT
+    from hgq.layers import (
+        QBatchNormDense,
+        QConv2D,
+        QEinsumDense,
+        QMaxPool2D,
+        QUnaryFunctionLUT,
+    )
 
     keras.utils.set_random_seed(3)
     iq = QuantizerConfig("kif", "datalane", k0=1, i0=3, f0=2, trainable=False, overflow_mode="WRAP", round_mode="TRN")

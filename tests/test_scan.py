@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from trigger_ml import scan as S
-from trigger_ml.errors import ConfigError
+from trigger_ml.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "models" / "scan-example.yaml"

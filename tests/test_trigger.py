@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from trigger_ml.data import adc2021
-from trigger_ml.emulate import trigger as T
+from trigger_ml.trigger import menu as T
 
 
 def test_threshold_rate_round_trip():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trigger_ml.errors import ArtifactError, ConfigError, TriggerMLError
+from trigger_ml.core.errors import ArtifactError, ConfigError, TriggerMLError
 from trigger_ml.reports.parts import known_parts, lookup_part
 from trigger_ml.reports.vendor import (
     VendorFigure,

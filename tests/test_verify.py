@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trigger_ml.config import load_model_config
+from trigger_ml.models.config import load_model_config
 
 ZOO = Path(__file__).resolve().parents[1] / "models"
 
@@ -59,8 +59,8 @@ def test_firmware_dir_contents(pipeline):
 
 
 def test_emulated_trigger_matches_threshold(pipeline, bkg_file, sig_files):
-    from trigger_ml.emulate.run import emulate
-    from trigger_ml.firmware.convert import load_firmware
+    from trigger_ml.scoring import load_firmware
+    from trigger_ml.trigger.run import emulate
 
     _, hls, _, hinfo, _ = pipeline
     res = emulate(hls, [bkg_file], [sig_files["Ato4l"]], menu_khz={"A": 4000.0, "B": 1000.0})
@@ -72,7 +72,7 @@ def test_emulated_trigger_matches_threshold(pipeline, bkg_file, sig_files):
 
 
 def test_refuse_overwrite_and_bad_flavor(pipeline, tmp_path):
-    from trigger_ml.errors import ArtifactError, ConfigError
+    from trigger_ml.core.errors import ArtifactError, ConfigError
     from trigger_ml.firmware.convert import convert_run
 
     run, hls, _, _, _ = pipeline
@@ -91,7 +91,7 @@ def test_narrow_accumulator_detected_and_localized(pipeline, bkg_file, tmp_path)
 
     from trigger_ml.emulate.engine import Emulator
     from trigger_ml.firmware import hls as H
-    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.ir import from_hls_model
     from trigger_ml.train import load_artifact
     from trigger_ml.verify import compare_exact, localize
 

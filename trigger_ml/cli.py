@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 import trigger_ml
-from trigger_ml.errors import TriggerMLError
+from trigger_ml.core.errors import TriggerMLError
 
 app = typer.Typer(help="Quantized neural networks for the L1 trigger.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Generate and inspect L1 event files (ADC2021 layout).", no_args_is_help=True)
@@ -122,7 +122,7 @@ def train_cmd(
     force: bool = typer.Option(False, "--force"),
 ) -> None:
     """Quantization-aware training of a zoo model (and its float twin)."""
-    from trigger_ml.config import load_model_config
+    from trigger_ml.models.config import load_model_config
     from trigger_ml.train import train
 
     cfg = load_model_config(config)
@@ -264,7 +264,7 @@ def emulate_cmd(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Emulate the trigger: thresholds per working point, rates, efficiencies, pure rate, catalog."""
-    from trigger_ml.emulate.run import emulate, parse_menu
+    from trigger_ml.trigger.run import emulate, parse_menu
 
     with _progress() as prog:
         tasks: dict[str, int] = {}

@@ -18,13 +18,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError
+from trigger_ml.core.constants import RTL_MANIFEST_FILE
+from trigger_ml.core.errors import ArtifactError
 
 ZOO = Path(__file__).resolve().parents[1] / "models"
 
 
 def _zoo_config(name: str):
-    from trigger_ml.config import load_model_config
+    from trigger_ml.models.config import load_model_config
 
     return load_model_config(ZOO / f"{name}.yaml")
 
@@ -35,11 +36,11 @@ def run_demo(
     budget_s: float = 280.0, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the metrics written to ``out/metrics.json``."""
+    from trigger_ml.core.metrics import signal_metrics
     from trigger_ml.data.synth import SIGNALS, generate_file
-    from trigger_ml.emulate.run import FirmwareScorer, emulate
     from trigger_ml.firmware.convert import convert_run
-    from trigger_ml.metrics import signal_metrics
     from trigger_ml.train import load_artifact, train
+    from trigger_ml.trigger.run import FirmwareScorer, emulate
     from trigger_ml.verify import verify
 
     out = Path(out)
@@ -157,7 +158,7 @@ def run_demo(
             metrics[k] = {"value": getattr(r, k), "source": r.source}
     else:  # no measurement within the demo's time budget: da4ml's own estimate, labelled as such
         why = synth.get("error", "yosys not run (--no-measure)")
-        man = json.loads((Path(rtl["path"]) / "rtl_manifest.json").read_text())
+        man = json.loads((Path(rtl["path"]) / RTL_MANIFEST_FILE).read_text())
         est = {"luts": man.get("da4ml_cost"), "ffs": man.get("reg_bits"), "dsps": 0}
         for k, v in est.items():
             metrics[k] = {"value": v, "source": "estimated (da4ml)", "measurement": why.split(" (")[0][:200],

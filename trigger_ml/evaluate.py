@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError
-from trigger_ml.metrics import BX_RATE_HZ, mean_std, signal_metrics
+from trigger_ml.core.errors import ArtifactError
+from trigger_ml.core.metrics import BX_RATE_HZ, mean_std, signal_metrics
 
 
 def _scores(model, x: np.ndarray) -> np.ndarray:

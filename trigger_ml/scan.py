@@ -71,7 +71,9 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.errors import ConfigError, TriggerMLError
+from trigger_ml.core.artifacts import atomic_file, write_text_atomic
+from trigger_ml.core.constants import BX_RATE_HZ, RTL_MANIFEST_FILE
+from trigger_ml.core.errors import ConfigError, TriggerMLError
 
 __all__ = [
     "CONVERT_PARAMS",
@@ -100,7 +102,7 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "epochs": None,  # None: the config's training.epochs
     "max_events": None,  # None: the config's training.max_events (all events)
     "rate_khz": 10.0,
-    "bx_rate_hz": 40e6,
+    "bx_rate_hz": BX_RATE_HZ,
     "flavor": "verilog",
     "clock_ns": 5.0,
     "latency_cutoff": 5.0,
@@ -148,7 +150,7 @@ class ScanSpace:
 
 
 def _base_dict(base: Path | str | dict | Any, src: str = "scan") -> dict:
-    from trigger_ml.config import ModelConfig, load_model_config
+    from trigger_ml.models.config import ModelConfig, load_model_config
 
     if isinstance(base, ModelConfig):
         return base.model_dump(mode="json")
@@ -219,7 +221,7 @@ def point_config(base: Mapping | Path | str | Any, params: Mapping[str, Any], sr
     Invalid values raise a one-line :class:`ConfigError` naming the parameter and the field."""
     from pydantic import ValidationError
 
-    from trigger_ml.config import ModelConfig, _format_error
+    from trigger_ml.models.config import ModelConfig, _format_error
 
     d = copy.deepcopy(dict(base)) if isinstance(base, Mapping) else _base_dict(base, src)
     conv: dict[str, Any] = {}
@@ -335,7 +337,7 @@ _SCAN_KEYS = {"base", "grid", "random", "n_points", "n_random", "seed", "setting
 
 def load_scan_config(path: str | Path | Mapping) -> ScanSpace:
     """Read and validate a scan file (module docstring). Errors are one-line :class:`ConfigError`\\ s."""
-    from trigger_ml.config import read_yaml_mapping
+    from trigger_ml.models.config import read_yaml_mapping
 
     if isinstance(path, Mapping):
         src, data, root = "scan", dict(path), Path.cwd()
@@ -456,7 +458,7 @@ def _held_out_background(background: Path, cfg, eval_events: int | None) -> tupl
 def _scorer(flavor: str, fw_dir: Path) -> tuple[Callable[[np.ndarray], np.ndarray], str]:
     if flavor == "hls":
         from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.firmware.convert import load_firmware
+        from trigger_ml.scoring import load_firmware
 
         fm, _, _ = load_firmware(fw_dir)
         emu = Emulator(fm)
@@ -480,7 +482,7 @@ def _rtl_figures(fw_dir: Path) -> dict[str, Any]:
             out |= {"ffs": 0, "ffs_source": f["LUT"].source + " (combinational)"}
         return out
     except ImportError:  # estimate module unavailable: read da4ml's manifest directly
-        d = json.loads((fw_dir / "rtl_manifest.json").read_text())
+        d = json.loads((fw_dir / RTL_MANIFEST_FILE).read_text())
         cyc = int(d["latency_cycles"])
         return {"luts": int(round(float(d["da4ml_cost"]))), "luts_source": "estimated (da4ml)",
                 "ffs": int(d.get("reg_bits", 0)), "ffs_source": "estimated (da4ml)",
@@ -526,7 +528,7 @@ def run_point(
     latency_cutoff: float = 5.0,
     reuse_factor: int = 1,
     eval_events: int | None = 200_000,
-    bx_rate_hz: float = 40e6,
+    bx_rate_hz: float = BX_RATE_HZ,
     measure: bool = False,
     threads: int | None = None,
     context: str | None = None,
@@ -616,7 +618,7 @@ def run_point(
                     "dsps": sr.dsps, "dsps_source": sr.source, "seconds_measure": time.perf_counter() - t0}
 
         stage = "evaluate"
-        from trigger_ml.metrics import signal_metrics
+        from trigger_ml.core.metrics import signal_metrics
 
         t0 = time.perf_counter()
         score, score_src = _scorer(flavor, fw_dir)
@@ -654,7 +656,7 @@ def run_point(
         log(f"[{row['finished']}] {row['status']} in {row['seconds']:.1f} s")
         log_f.close()
         _release_keras()
-    _atomic_write_text(workdir / ROW_FILE, json.dumps(_jsonable(row), indent=1))
+    write_text_atomic(workdir / ROW_FILE, json.dumps(_jsonable(row), indent=1))
     return row
 
 
@@ -681,12 +683,6 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 _FIRST_COLUMNS = ["key", "status", "tpr", "luts", "latency_ns", "auc", "ebops", "ffs", "dsps", "latency_cycles",
@@ -716,10 +712,8 @@ def _write_table(out_dir: Path, rows: Iterable[Mapping[str, Any]]):
     df = _frame(rows)
     for name, write in ((RESULTS_PARQUET, lambda p: df.to_parquet(p, index=False)),
                         (RESULTS_CSV, lambda p: df.to_csv(p, index=False))):
-        final = out_dir / name
-        tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-        write(tmp)
-        os.replace(tmp, final)
+        with atomic_file(out_dir / name) as tmp:
+            write(tmp)
     return df
 
 
@@ -824,9 +818,8 @@ def plot_pareto(df, front, path: str | Path, *, tpr_col: str = "tpr", title: str
     if title:
         fig.suptitle(title)
     path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110)
     return path
 
 
@@ -1030,7 +1023,7 @@ def _write_outputs(out_dir: Path, df, *, title: str = "", rate_khz: float | None
     doc = {"objectives": {"maximize": [tpr_col], "minimize": ["luts", "latency_ns"]},
            "n_points": int(len(df)), "n_ok": int((df["status"] == "ok").sum()) if "status" in df.columns else 0,
            "pareto": recs}
-    _atomic_write_text(out_dir / PARETO_JSON, json.dumps(_jsonable(doc), indent=1))
+    write_text_atomic(out_dir / PARETO_JSON, json.dumps(_jsonable(doc), indent=1))
     n_sig = len([c for c in df.columns if c.startswith("auc:")])
     what = f"TPR at {rate_khz:g} kHz" if tpr_col == "tpr" and rate_khz else tpr_col.upper()
     plot_pareto(df, front, out_dir / PARETO_PNG, tpr_col=tpr_col, title=title,

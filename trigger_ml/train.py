@@ -26,12 +26,13 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
 
-from trigger_ml.config import ModelConfig, load_model_config
+from trigger_ml.core.constants import FLOAT_MODEL_FILE as FLOAT_FILE  # noqa: E402
+from trigger_ml.core.constants import INPUT_INFO_FILE, MODEL_FILE, PREPROCESSING_FILE
+from trigger_ml.core.constants import TRAIN_MODEL_FILE as TRAIN_FILE
+from trigger_ml.core.errors import ArtifactError, ConfigError
 from trigger_ml.data import adc2021
 from trigger_ml.data import preprocess as P
-from trigger_ml.errors import ArtifactError, ConfigError
-
-MODEL_FILE, TRAIN_FILE, FLOAT_FILE = "model.keras", "train_model.keras", "float_model.keras"
+from trigger_ml.models.config import ModelConfig, load_model_config
 
 
 @dataclass
@@ -192,7 +193,7 @@ def train(
     """Train ``config`` on ``data`` and write the model artifact directory ``out`` (see module doc)."""
     import keras
 
-    from trigger_ml.firmware.manifest import atomic_dir, sha256_file, write_manifest
+    from trigger_ml.core.artifacts import atomic_dir, write_manifest
     from trigger_ml.models import build
 
     cfg = config if isinstance(config, ModelConfig) else load_model_config(config)
@@ -242,8 +243,8 @@ def train(
         import shutil
 
         shutil.rmtree(tmp / ".work", ignore_errors=True)
-        (tmp / "preprocessing.json").write_text(json.dumps(pre.to_json()))
-        (tmp / "input_info.json").write_text(json.dumps(info))
+        (tmp / PREPROCESSING_FILE).write_text(json.dumps(pre.to_json()))
+        (tmp / INPUT_INFO_FILE).write_text(json.dumps(info))
         (tmp / "history.json").write_text(json.dumps(history))
         inputs = {"data": data}
         if cfg.teacher:
@@ -298,14 +299,14 @@ def _load_keras(path: Path):
 
 def load_artifact(path: str | Path) -> Artifact:
     """Load a model artifact directory written by :func:`train` (safe_mode, verified manifest)."""
-    from trigger_ml.firmware.manifest import read_manifest
+    from trigger_ml.core.artifacts import read_manifest
 
     p = Path(path)
     man = read_manifest(p, expect_stage="train", verify_inputs=False)
     try:
         cfg = ModelConfig.model_validate(man["config"])
-        pre = P.preprocessing_from_json(json.loads((p / "preprocessing.json").read_text()))
-        info = json.loads((p / "input_info.json").read_text())
+        pre = P.preprocessing_from_json(json.loads((p / PREPROCESSING_FILE).read_text()))
+        info = json.loads((p / INPUT_INFO_FILE).read_text())
     except (OSError, ValueError, KeyError) as exc:
         raise ArtifactError(f"{p}: incomplete model artifact ({exc}); re-run `trigger-ml train`") from None
     return Artifact(p, cfg, _load_keras(p / MODEL_FILE), pre, info, man)

@@ -26,7 +26,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
-from trigger_ml.errors import ArtifactError
+from trigger_ml.core.errors import ArtifactError
 
 #: pairs that must agree bit for bit (first is the reference)
 EXACT_PAIRS: tuple[tuple[str, str], ...] = (
@@ -173,8 +173,8 @@ def verify(
     fm = None
     if hls_dir:
         from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.firmware.convert import load_firmware
         from trigger_ml.firmware.hls import csim_predict
+        from trigger_ml.scoring import load_firmware
 
         fm, _, _ = load_firmware(hls_dir)
         stage("csim", lambda: csim_predict(Path(hls_dir), x))
@@ -212,7 +212,7 @@ def verify(
 
 
 def _tpr_shift(art, fmodel, x_bkg: np.ndarray, signals: list[Path], n_events: int) -> dict[str, Any]:
-    from trigger_ml.metrics import tpr_at_fpr
+    from trigger_ml.core.metrics import tpr_at_fpr
 
     out = {}
     sb_q = art.model.predict(x_bkg, batch_size=16384, verbose=0).ravel()

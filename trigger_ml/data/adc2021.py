@@ -14,7 +14,6 @@ event) and attributes (generator, seed); readers of the ADC2021 files never need
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -22,7 +21,8 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from trigger_ml.errors import ArtifactError, DataFormatError
+from trigger_ml.core.artifacts import atomic_file
+from trigger_ml.core.errors import ArtifactError, DataFormatError
 
 DATASET = "Particles"
 N_OBJECTS = 19
@@ -207,10 +207,8 @@ class EventsWriter:
         self.path = Path(path)
         if self.path.exists() and not force:
             raise ArtifactError(f"{self.path}: exists; pass --force (force=True) to overwrite")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        os.close(fd)
-        self._tmp = Path(tmp)
+        self._atomic = atomic_file(self.path, force=force, suffix=".tmp")
+        self._tmp = self._atomic.__enter__()
         self._f = h5py.File(self._tmp, "w")
         self._ds = self._f.create_dataset(
             DATASET,
@@ -248,7 +246,7 @@ class EventsWriter:
     def close(self) -> Path:
         """Finish the file and move it into place."""
         self._f.close()
-        os.replace(self._tmp, self.path)
+        self._atomic.__exit__(None, None, None)
         return self.path
 
     def abort(self) -> None:
@@ -256,7 +254,7 @@ class EventsWriter:
         try:
             self._f.close()
         finally:
-            self._tmp.unlink(missing_ok=True)
+            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> "EventsWriter":
         return self

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from trigger_ml.errors import DataFormatError
+from trigger_ml.core.errors import DataFormatError
 
 FEATURES: tuple[str, ...] = (
     "zlogz", "c1_b0_mmdt", "c1_b1_mmdt", "c1_b2_mmdt", "c2_b1_mmdt", "c2_b2_mmdt", "d2_b1_mmdt", "d2_b2_mmdt",

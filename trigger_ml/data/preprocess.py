@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from trigger_ml.core.errors import ConfigError
 from trigger_ml.data.adc2021 import N_FEATURES, N_OBJECTS, OBJECT_SLICES
-from trigger_ml.errors import ConfigError
 
 
 @dataclass(frozen=True)

@@ -43,7 +43,13 @@ from typing import Callable
 
 import numpy as np
 
-from trigger_ml.data.adc2021 import N_COLUMNS, N_OBJECTS, OBJECT_SLICES, TYPE_CODES, EventsWriter
+from trigger_ml.data.adc2021 import (
+    N_COLUMNS,
+    N_OBJECTS,
+    OBJECT_SLICES,
+    TYPE_CODES,
+    EventsWriter,
+)
 
 #: ADC2021 background composition
 BACKGROUND_FRACTIONS: dict[str, float] = {"W_lnu": 0.592, "QCD": 0.338, "Z_ll": 0.067, "ttbar": 0.003}

@@ -1,10 +1,10 @@
-"""Fast, bit-exact executor of a :class:`~trigger_ml.firmware.ir.FirmwareModel`.
+"""Fast, bit-exact executor of a :class:`~trigger_ml.ir.FirmwareModel`.
 
-Two executors share one set of semantics (documented per layer kind in :mod:`trigger_ml.firmware.ir`):
+Two executors share one set of semantics (documented per layer kind in :mod:`trigger_ml.ir`):
 
 * the **reference** executor works on raw integers (``int64``, or exact Python ints when a
   bound could exceed 62 bits) and spells out every ap_fixed cast with
-  :func:`trigger_ml.emulate.fixed.requantize`, in the order the C++ does them (e.g. a saturating
+  :func:`trigger_ml.core.fixed.requantize`, in the order the C++ does them (e.g. a saturating
   accumulator saturates step by step); it serves :meth:`Emulator.trace`,
   :meth:`Emulator.overflow_report` / :meth:`Emulator.overflow_counts` and every layer the fast
   path does not cover;
@@ -31,9 +31,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from trigger_ml.emulate.fixed import FixedType, from_float, requantize
-from trigger_ml.errors import TriggerMLError, UnsupportedLayerError
-from trigger_ml.firmware.ir import FirmwareModel, Layer
+from trigger_ml.core.errors import TriggerMLError, UnsupportedLayerError
+from trigger_ml.core.fixed import (
+    O_SAT,
+    O_SAT_ZERO,
+    O_WRAP,
+    OVERFLOW_MODES,
+    Q_RND,
+    Q_RND_CONV,
+    Q_RND_INF,
+    Q_RND_ZERO,
+    Q_TRN,
+    Q_TRN_ZERO,
+    ROUNDING_CODE,
+    ROUNDING_MODES,
+    FixedType,
+    from_float,
+    requantize,
+)
+from trigger_ml.ir import FirmwareModel, Layer
 
 __all__ = ["Emulator"]
 
@@ -48,10 +64,6 @@ _I62 = 2**62
 def _bound(t: FixedType) -> int:
     """max |raw| of a type."""
     return max(abs(t.raw_min), abs(t.raw_max))
-
-
-def _sat_lo(t: FixedType) -> int:
-    return t.raw_min + 1 if (t.overflow == "SAT_SYM" and t.signed and t.width > 1) else t.raw_min
 
 
 def _as_obj(a: np.ndarray) -> np.ndarray:
@@ -101,7 +113,7 @@ def _round_only(raw: np.ndarray, src_frac: int, dst: FixedType) -> np.ndarray:
     if d <= 0:
         return vals * (1 << -d)
     # object path: exact rounding with Python ints via the fixed module's scalar reference
-    from trigger_ml.emulate import fixed as _fx
+    from trigger_ml.core import fixed as _fx
 
     out = np.empty(vals.shape, dtype=object)
     flat, of = vals.reshape(-1), out.reshape(-1)
@@ -126,7 +138,7 @@ def _cast(raw: np.ndarray, src_frac: int, dst: FixedType, ctr: _Counter | None =
     """``dst_t d = src;`` on raw integers (optionally counting the values that overflow ``dst``)."""
     if ctr is not None and ctr.enabled:
         r = _round_only(raw, src_frac, dst)
-        n = int(np.count_nonzero((r > dst.raw_max) | (r < _sat_lo(dst))))
+        n = int(np.count_nonzero((r > dst.raw_max) | (r < dst.sat_min)))
         ctr.add(layer, site, n)
     return requantize(raw, src_frac, dst)
 
@@ -273,7 +285,7 @@ class _RefLayer:
             if sat_hit is not None:
                 exact = exact + m.astype(object)
                 r = acc.astype(object) + m.astype(object)
-                sat_hit |= (r > at.raw_max) | (r < _sat_lo(at))
+                sat_hit |= (r > at.raw_max) | (r < at.sat_min)
             acc = requantize(acc.astype(object) + m.astype(object) if (acc.dtype == object or m.dtype == object) else acc + m, at.frac, at)
         if sat_hit is not None:
             if at.overflow == "WRAP":
@@ -807,7 +819,7 @@ class Emulator:
                 wide = FixedType(64, 64 - t.frac, True, t.rounding, "SAT") if -960 < t.frac < 960 else None
                 if wide is not None:
                     r = from_float(a.astype(np.float64, copy=False), wide)
-                    ctr.add(spec.name, "input", int(np.count_nonzero((r > t.raw_max) | (r < _sat_lo(t)))))
+                    ctr.add(spec.name, "input", int(np.count_nonzero((r > t.raw_max) | (r < t.sat_min))))
             self._run_ref(raws, ctr)
         return {name: dict(ctr.counts.get(name, {})) for name in self.fm.layer_names}
 
@@ -852,14 +864,12 @@ class Emulator:
 # (TRN / RND / RND_CONV x WRAP / SAT(_SYM), per-column or uniform parameters); the remaining
 # modes go through a generic kernel.
 
-_RMODE = {"TRN": 0, "RND": 1, "TRN_ZERO": 2, "RND_ZERO": 3, "RND_INF": 4, "RND_MIN_INF": 5, "RND_CONV": 6}
-_OMODE = {"WRAP": 0, "SAT": 1, "SAT_SYM": 1, "SAT_ZERO": 2}
+#: saturation kind of an overflow mode for the fast kernels: SAT_SYM runs as SAT with lo = -hi
+_OMODE = {"WRAP": O_WRAP, "SAT": O_SAT, "SAT_SYM": O_SAT, "SAT_ZERO": O_SAT_ZERO}
 
 
 def _stage_name(rm: int, om: int) -> str:
-    r = {v: k for k, v in _RMODE.items()}[rm]
-    o = {0: "WRAP", 1: "SAT", 2: "SAT_ZERO"}[om]
-    return f"{r}/{o}"
+    return f"{ROUNDING_MODES[rm]}/{OVERFLOW_MODES[om]}"
 
 _F32_LIMIT = 2**24  # every integer of magnitude <= 2**24 is exact in float32
 _EXACT = 2**52  # ... and below 2**52 every float64 operation used here is exact
@@ -966,32 +976,32 @@ def _chain_kernel():
                 rlo = R[s]
                 rm, om = codes[s, 0], codes[s, 1]
                 # v = relu?(v * pm + ad) * mu, then rounding
-                if rm == 0:  # TRN
+                if rm == Q_TRN:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = v if v > rlo else rlo
                         t[r] = np.floor(v * mu)
-                elif rm == 1:  # RND
+                elif rm == Q_RND:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = v if v > rlo else rlo
                         t[r] = np.floor(v * mu + 0.5)
-                elif rm == 6:  # RND_CONV
+                elif rm == Q_RND_CONV:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = v if v > rlo else rlo
                         t[r] = np.rint(v * mu)
-                elif rm == 2:  # TRN_ZERO
+                elif rm == Q_TRN_ZERO:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = v if v > rlo else rlo
                         t[r] = np.trunc(v * mu)
-                elif rm == 3:  # RND_ZERO
+                elif rm == Q_RND_ZERO:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = (v if v > rlo else rlo) * mu
                         t[r] = np.ceil(v - 0.5) if v >= 0 else np.floor(v + 0.5)
-                elif rm == 4:  # RND_INF
+                elif rm == Q_RND_INF:
                     for r in range(n):
                         v = t[r] * pm + ad
                         v = (v if v > rlo else rlo) * mu
@@ -1002,11 +1012,11 @@ def _chain_kernel():
                         v = (v if v > rlo else rlo) * mu
                         t[r] = np.ceil(v - 0.5)
                 # overflow
-                if om == 0:  # WRAP
+                if om == O_WRAP:
                     for r in range(n):
                         v = t[r]
                         t[r] = v - M * np.floor((v - lo) * iM)
-                elif om == 1:  # SAT / SAT_SYM (lo = -hi)
+                elif om == O_SAT:  # SAT / SAT_SYM (lo = -hi)
                     for r in range(n):
                         v = t[r]
                         v = v if v > lo else lo
@@ -1159,8 +1169,8 @@ class _Stages:
             raise _NotFast("mixed rounding/overflow modes in one cast")
         if any(t is not None and t.overflow == "WRAP" and t.sat_bits for t in dst_types):
             raise _NotFast("WRAP with saturation bits")
-        rm = _RMODE[rnd.pop()] if rnd else 0
-        om = ovf.pop() if ovf else 1
+        rm = ROUNDING_CODE[rnd.pop()] if rnd else Q_TRN
+        om = ovf.pop() if ovf else O_SAT
         P = np.zeros((7, C))
         new_lo = np.empty(C, dtype=object)
         new_hi = np.empty(C, dtype=object)
@@ -1176,7 +1186,7 @@ class _Stages:
             d = int(sf[c]) - t.frac  # right shift by d (left shift by -d)
             if abs(d) > 1000:
                 raise _NotFast("extreme shift")
-            tlo = _sat_lo(t) if t.overflow != "WRAP" else t.raw_min
+            tlo = t.sat_min if t.overflow != "WRAP" else t.raw_min
             P[2:, c] = (math.ldexp(1.0, -d), float(tlo), float(t.raw_max), math.ldexp(1.0, t.width), math.ldexp(1.0, -t.width))
             if d <= 0:
                 a, b = lo_c << -d, hi_c << -d
@@ -1347,8 +1357,8 @@ class _FastPlan:
             raise UnsupportedLayerError(f"input {layer.name!r}: {t.to_hls()} is not supported by the fast path")
         k = [s.name for s in self.fm.inputs].index(layer.name)
         # one stage straight from the float input: v = x * 2**frac (exact), then round / overflow
-        rm, om = _RMODE[t.rounding], _OMODE[t.overflow]
-        tlo = _sat_lo(t) if t.overflow != "WRAP" else t.raw_min
+        rm, om = ROUNDING_CODE[t.rounding], _OMODE[t.overflow]
+        tlo = t.sat_min if t.overflow != "WRAP" else t.raw_min
         P = np.zeros((7, layer.size))
         P[:, :] = np.array([math.ldexp(1.0, t.frac), 0.0, 1.0, float(tlo), float(t.raw_max),
                             math.ldexp(1.0, t.width), math.ldexp(1.0, -t.width)])[:, None]

@@ -19,10 +19,17 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError, ConfigError
+from trigger_ml.core.constants import (
+    BX_RATE_HZ,
+    INPUT_INFO_FILE,
+    IR_FILE,
+    PREPROCESSING_FILE,
+    SOURCE_RUN_FILE,
+)
+from trigger_ml.core.errors import ArtifactError, ConfigError
 
 FLAVORS = ("hls", "verilog", "vhdl")
-IR_FILE = "firmware_model.json"
+IR_FILE = IR_FILE
 
 
 def _background_scores(art, data: Path, n: int) -> np.ndarray:
@@ -30,7 +37,7 @@ def _background_scores(art, data: Path, n: int) -> np.ndarray:
     return np.asarray(art.model.predict(x, batch_size=16384, verbose=0), np.float64).reshape(len(x), -1)[:, 0]
 
 
-def calibrate_rate_threshold(art, data: Path, rate_khz: float, bx_rate_hz: float = 40e6, n_events: int = 200_000) -> float:
+def calibrate_rate_threshold(art, data: Path, rate_khz: float, bx_rate_hz: float = BX_RATE_HZ, n_events: int = 200_000) -> float:
     """Score value whose background rate (score > value) is the largest not above ``rate_khz``."""
     s = np.sort(_background_scores(art, data, n_events))
     allowed = int(np.floor(rate_khz * 1e3 / bx_rate_hz * len(s)))
@@ -41,9 +48,9 @@ def calibrate_rate_threshold(art, data: Path, rate_khz: float, bx_rate_hz: float
 
 
 def _copy_run_files(run: Path, out: Path, model_sha: str) -> None:
-    for f in ("preprocessing.json", "input_info.json"):
+    for f in (PREPROCESSING_FILE, INPUT_INFO_FILE):
         shutil.copy2(run / f, out / f)
-    (out / "source_run.json").write_text(json.dumps({"run": str(run.resolve()), "model_sha256": model_sha}))
+    (out / SOURCE_RUN_FILE).write_text(json.dumps({"run": str(run.resolve()), "model_sha256": model_sha}))
 
 
 def convert_run(
@@ -58,7 +65,7 @@ def convert_run(
     reuse_factor: int | Mapping[str, int] = 1,
     threshold: float | None = None,
     rate_khz: float | None = None,
-    bx_rate_hz: float = 40e6,
+    bx_rate_hz: float = BX_RATE_HZ,
     latency_cutoff: float = 5.0,
     data: str | Path | None = None,
     tb_events: int = 1000,
@@ -68,7 +75,7 @@ def convert_run(
     """Convert the model artifact ``run`` into a firmware project at ``out``; return a summary dict."""
     import time
 
-    from trigger_ml.firmware.manifest import sha256_file
+    from trigger_ml.core.artifacts import sha256_file
     from trigger_ml.train import MODEL_FILE, load_artifact
 
     if flavor not in FLAVORS:
@@ -84,8 +91,9 @@ def convert_run(
     model_sha = sha256_file(run / MODEL_FILE)
     t0 = time.perf_counter()
     if flavor == "hls":
+        from trigger_ml import ir
         from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.firmware import hls, ir
+        from trigger_ml.firmware import hls
 
         x_tb = art.inputs_from_file(data, stop=tb_events) if art.config.kind != "classifier" else None
         if x_tb is None:
@@ -127,19 +135,3 @@ def convert_run(
 
 def _raw_threshold(thr: dict | None) -> int | None:
     return None if not thr else int(thr["raw"])
-
-
-def load_firmware(path: str | Path):
-    """(FirmwareModel, preprocessing, input_info) of an HLS firmware directory written by :func:`convert_run`."""
-    from trigger_ml.data.preprocess import preprocessing_from_json
-    from trigger_ml.firmware.ir import FirmwareModel
-
-    p = Path(path)
-    if not (p / IR_FILE).exists():
-        raise ArtifactError(f"{p}: no {IR_FILE}; convert with `trigger-ml convert RUN --out {p}` (HLS flavour)")
-    try:
-        pre = preprocessing_from_json(json.loads((p / "preprocessing.json").read_text()))
-        info = json.loads((p / "input_info.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{p}: incomplete firmware directory ({exc}); re-run `trigger-ml convert`") from None
-    return FirmwareModel.load(p / IR_FILE), pre, info

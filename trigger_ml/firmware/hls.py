@@ -82,12 +82,18 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError, ConfigError, TriggerMLError
-from trigger_ml.firmware.manifest import atomic_dir, read_manifest, sha256_file, write_manifest
+from trigger_ml.core.artifacts import (
+    atomic_dir,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
+from trigger_ml.core.errors import ArtifactError, ConfigError, TriggerMLError
 
 STAGE = "firmware.hls"
 PROJECT_NAME = "myproject"
-DEFAULT_PART = "xcvu13p-flga2577-2-e"
+from trigger_ml.core.constants import DEFAULT_PART  # noqa: E402  (re-exported)
+
 DEFAULT_ONEAPI_PART = "Agilex7"
 HLS4ML_DEFAULT_PRECISION = "fixed<16,6>"
 _PROBE_PRECISIONS = ("fixed<23,9>", "fixed<21,7>")

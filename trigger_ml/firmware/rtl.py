@@ -88,14 +88,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from trigger_ml.firmware.manifest import sha256_file
-from trigger_ml.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
+from trigger_ml.core.artifacts import atomic_dir, sha256_file
+from trigger_ml.core.constants import RTL_MANIFEST_FILE
+from trigger_ml.core.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
     from da4ml.types import CombLogic
 
-MANIFEST_NAME = "rtl_manifest.json"
+MANIFEST_NAME = RTL_MANIFEST_FILE
 MANIFEST_VERSION = 1
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _HDL_SUFFIX = {"verilog": "v", "vhdl": "vhd"}
@@ -476,13 +477,7 @@ def build_rtl_from_comb(
     if not clock_ns > 0:
         raise TriggerMLError(f"clock_ns must be > 0, got {clock_ns}")
     out_dir = Path(out_dir).resolve()
-    if out_dir.exists() and not force:
-        raise ArtifactError(f"{out_dir} already exists; pass force=True to overwrite it")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-    tmp = out_dir.parent / f".{out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-    trash: Path | None = None
-    try:
+    with atomic_dir(out_dir, force=force) as tmp:
         t0 = time.perf_counter()
         rm = RTLModel(
             comb,
@@ -540,18 +535,6 @@ def build_rtl_from_comb(
                 else:
                     manifest[k] = v
         _write_manifest(tmp / MANIFEST_NAME, manifest)
-
-        if out_dir.exists():  # force=True
-            trash = out_dir.parent / f".{out_dir.name}.old-{uuid.uuid4().hex[:12]}"
-            out_dir.rename(trash)
-        tmp.rename(out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if trash is not None and trash.exists() and not out_dir.exists():
-            trash.rename(out_dir)  # put the previous project back
-        raise
-    if trash is not None:
-        shutil.rmtree(trash, ignore_errors=True)
     return project
 
 

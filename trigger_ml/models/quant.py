@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from hgq.config import QuantizerConfig
 
-from trigger_ml.config import Quantization, QuantSpec
+from trigger_ml.models.config import Quantization, QuantSpec
 
 
 def qconf(spec: QuantSpec, place: str, learned: bool = False) -> QuantizerConfig:

@@ -11,12 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import keras
-import numpy as np
-from hgq.layers import QBatchNormDense, QConv2D, QAveragePooling2D, QDense, QSoftmax
+from hgq.layers import QAveragePooling2D, QBatchNormDense, QConv2D, QDense, QSoftmax
 
-from trigger_ml.config import ModelConfig
-from trigger_ml.errors import ConfigError
 from trigger_ml.models import scores
+from trigger_ml.models.config import ModelConfig
 from trigger_ml.models.quant import LayerQuant, exact_input_conf, qconf
 
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from rich.table import Table
 
-from trigger_ml.errors import ConfigError
+from trigger_ml.core.errors import ConfigError
 from trigger_ml.reports.parts import RESOURCE_KEYS, lookup_part
 
 BX_NS = 25.0

@@ -50,15 +50,20 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError, TriggerMLError
+from trigger_ml.core.constants import (
+    DEFAULT_PART,
+    IR_FILE,
+    RTL_MANIFEST_FILE,
+    SOURCE_RUN_FILE,
+)
+from trigger_ml.core.errors import ArtifactError, TriggerMLError
 from trigger_ml.reports import estimate as E
 
 REPORT_FORMAT = "trigger_ml.report"
 REPORT_VERSION = 1
 DEFAULT_BUDGET_BX = 2.0
-DEFAULT_PART = "xcvu13p-flga2577-2-e"
 DEFAULT_CLOCK_NS = 5.0
-FIRMWARE_MODEL_FILE = "firmware_model.json"
+
 RESOURCE_FIGURES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM", "CARRY")
 _BUDGET_RESOURCES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM")
 
@@ -108,7 +113,7 @@ def _has_vendor_reports(d: Path) -> bool:
 
 
 def _kind_of(d: Path) -> str | None:
-    if (d / "rtl_manifest.json").is_file():
+    if (d / RTL_MANIFEST_FILE).is_file():
         return "rtl"
     stage = _stage(d)
     if stage == "train":
@@ -155,7 +160,7 @@ def discover(path: str | os.PathLike) -> dict[str, Any]:
         if chosen[fw] is None or chosen["run"] is not None:
             continue
         candidates = []
-        src = _read_json(chosen[fw] / "source_run.json") or {}
+        src = _read_json(chosen[fw] / SOURCE_RUN_FILE) or {}
         if src.get("run"):
             candidates.append(Path(src["run"]))
         man = _read_json(chosen[fw] / "manifest.json") or {}
@@ -212,7 +217,7 @@ def _clean(obj: Any) -> Any:
 def _model_section(run: Path | None) -> dict[str, Any]:
     if run is None:
         return absent("no model run directory (manifest.json with stage 'train') found")
-    from trigger_ml.firmware.manifest import read_manifest
+    from trigger_ml.core.artifacts import read_manifest
 
     man = read_manifest(run, expect_stage="train", verify_inputs=False)
     cfg = man.get("config") or {}
@@ -297,12 +302,12 @@ def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60) -> dic
 def _firmware_scorer(hls: Path | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
     if hls is None:
         return None, "no hls4ml firmware directory"
-    fm_path = hls / FIRMWARE_MODEL_FILE
+    fm_path = hls / IR_FILE
     if not fm_path.is_file():
         return None, f"{fm_path} not found (the firmware IR is written by the conversion stage)"
     try:
         from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.firmware.ir import FirmwareModel
+        from trigger_ml.ir import FirmwareModel
     except Exception as err:  # noqa: BLE001 - emulator may be unavailable
         return None, f"bit-exact emulator unavailable ({_reason(err)})"
     fm = FirmwareModel.load(fm_path)
@@ -326,9 +331,9 @@ def _metrics_section(
         return absent("no signal files given (pass signals=[...] / --signal to evaluate the trigger performance)")
     if run is None:
         return absent("physics metrics need the model run directory (preprocessing and Keras models)")
+    from trigger_ml.core.metrics import BX_RATE_HZ, signal_metrics
     from trigger_ml.data import adc2021
     from trigger_ml.evaluate import _scores
-    from trigger_ml.metrics import BX_RATE_HZ, signal_metrics
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
@@ -420,17 +425,17 @@ def _hls_info(hls: Path | None) -> dict[str, Any] | None:
 def _firmware_model(hls: Path | None, run: Path | None, convert_for_estimate: bool, clock_ns: float,
                     notes: list[str]) -> tuple[Any, str]:
     """The FirmwareModel of the HLS project (firmware_model.json), else one converted from the run's model."""
-    from trigger_ml.firmware.ir import FirmwareModel
+    from trigger_ml.ir import FirmwareModel
 
-    if hls is not None and (hls / FIRMWARE_MODEL_FILE).is_file():
-        return FirmwareModel.load(hls / FIRMWARE_MODEL_FILE), f"firmware IR ({hls / FIRMWARE_MODEL_FILE})"
+    if hls is not None and (hls / IR_FILE).is_file():
+        return FirmwareModel.load(hls / IR_FILE), f"firmware IR ({hls / IR_FILE})"
     if not convert_for_estimate or run is None:
         raise ArtifactError(
             "no firmware_model.json in the HLS directory"
             + ("" if run is None else " and conversion of the run's model was disabled")
         )
     from trigger_ml.firmware.hls import convert
-    from trigger_ml.firmware.ir import from_hls_model
+    from trigger_ml.ir import from_hls_model
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
@@ -486,7 +491,7 @@ def _bitwidths_from_precisions(prec: dict[str, dict[str, str]]) -> list[dict[str
 def _run_synth(rtl: Path, family: str, timeout_s: float) -> Any:
     from trigger_ml.reports.measure import synthesize
 
-    man = _read_json(rtl / "rtl_manifest.json") or {}
+    man = _read_json(rtl / RTL_MANIFEST_FILE) or {}
     flavor = man.get("flavor", "verilog")
     if flavor != "verilog":
         raise TriggerMLError(f"{rtl} is a {flavor} project; Yosys (no GHDL frontend here) needs the Verilog flavour")
@@ -551,14 +556,17 @@ def collect_report(
     report["title"] = f"Trigger firmware report: {name or Path(path).resolve().name}"
 
     hls_cfg = _hls_info(hls)
-    rtl_man = _read_json(rtl / "rtl_manifest.json") if rtl else None
+    rtl_man = _read_json(rtl / RTL_MANIFEST_FILE) if rtl else None
 
     # ---- part and clocks
     vendor = None
     vendor_err = None
     if hls is not None:
         try:
-            from trigger_ml.reports.vendor import missing_reports_message, parse_vendor_reports
+            from trigger_ml.reports.vendor import (
+                missing_reports_message,
+                parse_vendor_reports,
+            )
 
             vendor = parse_vendor_reports(hls)
             if vendor is None:
@@ -592,7 +600,7 @@ def collect_report(
         (vendor.clock_target_ns if vendor is not None else None,
          vendor.sources.get("clock_target_ns", "vendor report") if vendor is not None else ""),
     )
-    rtl_clock = _pick_clock((clock_ns, "given"), ((rtl_man or {}).get("clock_ns"), "rtl_manifest.json"))
+    rtl_clock = _pick_clock((clock_ns, "given"), ((rtl_man or {}).get("clock_ns"), RTL_MANIFEST_FILE))
 
     figures: list[dict[str, Any]] = []
     absent_sources: list[dict[str, str]] = []

@@ -24,7 +24,7 @@ Three estimators, each with its own source string:
 ``estimated (analytic hls4ml Latency model)``  — :func:`analytic_hls_estimate`
     A bit-level model of what Vitis HLS builds for hls4ml's ``io_parallel`` / ``Latency``
     layers (``nnet_dense_latency.h``: every product unrolled, weights are constants, one adder
-    tree per output), computed from a :class:`~trigger_ml.firmware.ir.FirmwareModel` (the raw
+    tree per output), computed from a :class:`~trigger_ml.ir.FirmwareModel` (the raw
     integer weights and exact types of the converted hls4ml graph). Rules, per product
     ``x_i · w_ij`` (``w`` the raw integer constant, ``x`` of width ``b_x``):
 
@@ -106,7 +106,8 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.errors import ArtifactError, TriggerMLError
+from trigger_ml.core.constants import IR_FILE, RTL_MANIFEST_FILE
+from trigger_ml.core.errors import ArtifactError, TriggerMLError
 
 SOURCE_EBOPS = "estimated (EBOPs)"
 SOURCE_DA4ML = "estimated (da4ml)"
@@ -193,7 +194,7 @@ def ebops_of(obj: Any) -> Figure:
     """EBOPs of a model run directory (``figures.quantized.ebops`` of its manifest), an
     :class:`~trigger_ml.train.Artifact`, or a Keras model (recomputed, see :func:`model_ebops`)."""
     if isinstance(obj, (str, os.PathLike)):
-        from trigger_ml.firmware.manifest import read_manifest
+        from trigger_ml.core.artifacts import read_manifest
 
         man = read_manifest(Path(obj), expect_stage="train", verify_inputs=False)
         value = (man.get("figures") or {}).get("quantized", {}).get("ebops")
@@ -242,7 +243,7 @@ def da4ml_estimate(rtl: Any) -> dict[str, Figure]:
     :class:`~trigger_ml.firmware.rtl.RTLProject`): ``LUT`` (da4ml cost), ``FF`` (register bits,
     absent for a combinational design), ``latency_cycles``, ``clock_ns``, ``latency_ns``."""
     if isinstance(rtl, (str, os.PathLike)):
-        mf = Path(rtl) / "rtl_manifest.json"
+        mf = Path(rtl) / RTL_MANIFEST_FILE
         if not mf.is_file():
             raise ArtifactError(f"{mf} not found: {rtl} is not an RTL project written by build_rtl")
         try:
@@ -655,15 +656,15 @@ def _simple_row(fm, layer, a: AnalyticAssumptions) -> LayerEstimate:
 
 
 def _as_firmware_model(model):
-    from trigger_ml.firmware.ir import FirmwareModel
+    from trigger_ml.ir import FirmwareModel
 
     if isinstance(model, FirmwareModel):
         return model
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
-        return FirmwareModel.load(p / "firmware_model.json" if p.is_dir() else p)
+        return FirmwareModel.load(p / IR_FILE if p.is_dir() else p)
     if hasattr(model, "get_layers") and hasattr(model, "config"):  # hls4ml ModelGraph
-        from trigger_ml.firmware.ir import from_hls_model
+        from trigger_ml.ir import from_hls_model
 
         return from_hls_model(model)
     raise TriggerMLError(

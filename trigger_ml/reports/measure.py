@@ -63,7 +63,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from trigger_ml.errors import ArtifactError, TriggerMLError
+from trigger_ml.core.artifacts import write_json_atomic
+from trigger_ml.core.errors import ArtifactError, TriggerMLError
 
 FAMILIES = ("xcup", "xcu", "xc7", "xc6s", "xc6v", "xc5v", "xc4v", "xc3s", "xc3sa", "xc3se", "xc3sda", "xc2v", "xc2vp")
 _SYNTH_FLAGS = "-flatten -noiopad -noclkbuf"
@@ -328,15 +329,8 @@ def synthesize(
         source=f"measured ({tool.split(' (')[0]} synth_xilinx -family {family})",
         top=top,
     )
-    cdir.mkdir(parents=True, exist_ok=True)
-    tmp = cfile.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(
-        json.dumps(
-            {"key": key, "rtl_dir": str(rtl_dir), "sources": [str(p) for p in srcs], "result": result.to_json()},
-            indent=1,
-        )
-    )
-    os.replace(tmp, cfile)
+    write_json_atomic(cfile, {"key": key, "rtl_dir": str(rtl_dir), "sources": [str(p) for p in srcs],
+                              "result": result.to_json()})
     return result
 
 

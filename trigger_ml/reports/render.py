@@ -30,7 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from trigger_ml.errors import ArtifactError
+from trigger_ml.core.constants import BX_RATE_HZ
+from trigger_ml.core.errors import ArtifactError
 
 __all__ = ["write_report", "render_markdown", "render_html", "make_plots"]
 
@@ -148,7 +149,7 @@ def _plot_roc(report: dict, signal: str, path: Path) -> bool:
                 label=f"{_MODEL_TEXT.get(model, model)}, AUC {auc:.3f}")
     rate = m.get("target_rate_khz")
     if rate:
-        fpr_rate = rate * 1e3 / m.get("bx_rate_hz", 40e6)
+        fpr_rate = rate * 1e3 / m.get("bx_rate_hz", BX_RATE_HZ)
         ax.axvline(fpr_rate, color="tab:green", lw=1, ls="-.", label=f"{rate:g} kHz trigger rate")
     ax.set_xscale("log")
     ax.set_xlim(left=max(1.0 / max(m.get("n_background", 10), 10), 1e-7), right=1)
@@ -408,7 +409,7 @@ def render_markdown(report: dict, plots: list[dict[str, str]]) -> str:
     mt = report.get("metrics")
     if _ok(mt):
         add("Efficiency of the trigger on each signal for a given background efficiency. The background rate of a "
-            f"Level-1 trigger is its background efficiency × the {mt.get('bx_rate_hz', 40e6) / 1e6:g} MHz "
+            f"Level-1 trigger is its background efficiency × the {mt.get('bx_rate_hz', BX_RATE_HZ) / 1e6:g} MHz "
             "bunch-crossing rate, so 1e-5 ≈ 0.4 kHz. TPR = true-positive rate (signal efficiency), with the "
             "number of background events the threshold rests on in brackets. "
             f"Background: {mt.get('background')} ({_num(mt.get('n_background'))} events).")
@@ -645,7 +646,7 @@ def _finite(obj: Any) -> Any:
 def write_report(report: dict[str, Any], out_dir: str | os.PathLike, force: bool = False) -> Path:
     """Write ``report.md``, ``report.html`` (self-contained), ``report.json`` and the PNG plots into
     ``out_dir`` atomically. An existing ``out_dir`` raises ArtifactError unless ``force``."""
-    from trigger_ml.firmware.manifest import atomic_dir
+    from trigger_ml.core.artifacts import atomic_dir
 
     if not isinstance(report, dict):
         raise ArtifactError(f"report must be a dict (from collect_report), got {type(report).__name__}")

@@ -1,10 +1,10 @@
-"""Stage-artifact helpers shared by the firmware stages: hashes, tool versions, ``manifest.json``
-and an atomic output directory.
+"""Stage artifacts, the one home for: hashes, tool versions, ``manifest.json``, and atomic outputs
+(:func:`atomic_dir` for a directory, :func:`atomic_file` / :func:`write_text_atomic` for one file).
 
 A stage writes its output directory through :func:`atomic_dir` (build in a temporary sibling
 directory, rename onto the target at the end) and records what it consumed and produced with
 :func:`write_manifest`. :func:`read_manifest` is the single place that validates a manifest: every
-problem is an :class:`~trigger_ml.errors.ArtifactError` whose message is one line naming the file
+problem is an :class:`~trigger_ml.core.errors.ArtifactError` whose message is one line naming the file
 and the fix.
 
 ``manifest.json`` layout::
@@ -37,9 +37,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from trigger_ml.errors import ArtifactError
+from trigger_ml.core.constants import MANIFEST_FILE as MANIFEST_NAME
+from trigger_ml.core.errors import ArtifactError
 
-MANIFEST_NAME = "manifest.json"
 MANIFEST_VERSION = 1
 DEFAULT_PACKAGES = ("trigger_ml", "keras", "hgq2", "hls4ml", "da4ml", "tensorflow", "numpy")
 
@@ -227,9 +227,7 @@ def atomic_dir(target: str | os.PathLike, force: bool = False) -> Iterator[Path]
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; give the result the usual permissions
+        tmp.chmod(0o777 & ~_umask())  # mkdtemp makes 0700; give the result the usual permissions
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -254,3 +252,50 @@ def atomic_dir(target: str | os.PathLike, force: bool = False) -> Iterator[Path]
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextlib.contextmanager
+def atomic_file(target: str | os.PathLike, force: bool = True, suffix: str | None = None) -> Iterator[Path]:
+    """Context manager yielding a temporary sibling path of the file ``target``; rename onto it at the end.
+
+    The caller writes the temporary path (any writer: h5py, pandas, ``open``); on normal exit it is
+    renamed onto ``target`` in one step, on an exception it is removed and ``target`` is untouched.
+    An existing ``target`` is replaced only when ``force``. The file gets the usual permissions
+    (0666 & ~umask), not ``mkstemp``'s 0600. ``suffix`` (default: the target's) keeps writers that
+    look at the extension happy.
+    """
+    target = Path(target).absolute()
+    if target.exists() and not force:
+        raise ArtifactError(f"{target}: exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{target.name}.tmp-", suffix=target.suffix if suffix is None else suffix,
+                                dir=target.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        tmp.chmod(0o666 & ~_umask())
+        yield tmp
+        if target.exists() and not force:
+            raise ArtifactError(f"{target}: exists (created meanwhile); pass --force to overwrite it")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``target`` atomically (temporary sibling + one rename), replacing it if present."""
+    with atomic_file(target) as tmp:
+        tmp.write_text(text)
+    return Path(target)
+
+
+def write_json_atomic(target: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
+    """JSON of ``obj`` (numpy scalars and paths converted) written atomically to ``target``."""
+    return write_text_atomic(target, json.dumps(_to_jsonable(obj), indent=indent))

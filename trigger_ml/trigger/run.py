@@ -2,7 +2,7 @@
 
 Events are streamed in chunks through the preprocessing and the bit-exact emulator of the
 firmware IR; the trigger bit is the firmware's integer comparison. Work can run in-process or on
-Dask (:func:`trigger_ml.emulate.trigger.score_files`).
+Dask (:func:`trigger_ml.trigger.menu.score_files`).
 """
 
 from __future__ import annotations
@@ -12,51 +12,10 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from trigger_ml.emulate import trigger as T
-from trigger_ml.errors import TriggerMLError
-
-
-class FirmwareScorer:
-    """Picklable events → firmware score integers, loading the firmware lazily (once per process)."""
-
-    def __init__(self, firmware_dir: str | Path) -> None:
-        self.firmware_dir = str(firmware_dir)
-        self._state = None
-
-    def __getstate__(self) -> dict:
-        return {"firmware_dir": self.firmware_dir, "_state": None}
-
-    def _load(self):
-        if self._state is None:
-            from trigger_ml.emulate.engine import Emulator
-            from trigger_ml.firmware.convert import load_firmware
-
-            fm, pre, info = load_firmware(self.firmware_dir)
-            if fm.score is None:
-                fm = fm.with_score()
-            k = [o.name for o in fm.outputs].index(fm.score.output)
-            self._state = (Emulator(fm), pre, k, fm.score.index, fm)
-        return self._state
-
-    @property
-    def firmware(self):
-        return self._load()[4]
-
-    @property
-    def lsb(self) -> float:
-        return 2.0 ** -self.firmware.score_type.frac
-
-    def __call__(self, events: np.ndarray) -> np.ndarray:
-        emu, pre, k, idx, fm = self._load()
-        x = pre.transform(events).astype(np.float64)  # float64 path: exact outputs up to 53 bits, fast
-        t = fm.score_type
-        if t.width > 53:
-            raw = emu.predict_raw(emu.quantize_inputs(x))
-            raw = raw if not isinstance(raw, list) else raw[k]
-            return np.asarray(raw).reshape(len(events), -1)[:, idx].astype(np.int64)
-        out = emu.predict(x)
-        out = out if not isinstance(out, list) else out[k]
-        return np.ldexp(np.asarray(out, np.float64).reshape(len(events), -1)[:, idx], t.frac).astype(np.int64)
+from trigger_ml.core.constants import BX_RATE_HZ
+from trigger_ml.core.errors import TriggerMLError
+from trigger_ml.scoring import FirmwareScorer
+from trigger_ml.trigger import menu as T
 
 
 def parse_menu(text: str | None) -> dict[str, float]:
@@ -75,7 +34,7 @@ def parse_menu(text: str | None) -> dict[str, float]:
 
 def emulate(
     firmware_dir: str | Path, backgrounds: Sequence[Path], signals: Sequence[Path] = (), *,
-    menu_khz: dict[str, float] | None = None, bx_rate_hz: float = 40e6, seeds: Sequence[T.Seed] = T.DEFAULT_SEEDS,
+    menu_khz: dict[str, float] | None = None, bx_rate_hz: float = BX_RATE_HZ, seeds: Sequence[T.Seed] = T.DEFAULT_SEEDS,
     catalog: Path | None = None, scheduler: str | None = None, chunk_size: int = 262_144, force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:

@@ -13,8 +13,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, roc_curve
 
-BX_RATE_HZ = 40e6
-FILLED_BX_RATE_HZ = 28.6e6
+from trigger_ml.core.constants import BX_RATE_HZ, FILLED_BX_RATE_HZ  # noqa: F401  (re-exported)
 
 
 def clopper_pearson(k: int, n: int, cl: float = 0.683) -> tuple[float, float]:

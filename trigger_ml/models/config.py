@@ -8,7 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from trigger_ml.errors import ConfigError
+from trigger_ml.core.errors import ConfigError
 
 Rounding = Literal["RND", "TRN", "RND_CONV"]
 Overflow = Literal["WRAP", "SAT", "SAT_SYM"]

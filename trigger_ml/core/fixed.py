@@ -100,6 +100,13 @@ __all__ = [
 ROUNDING_MODES = ("TRN", "TRN_ZERO", "RND", "RND_ZERO", "RND_INF", "RND_MIN_INF", "RND_CONV")
 OVERFLOW_MODES = ("WRAP", "SAT", "SAT_ZERO", "SAT_SYM")
 
+#: Integer codes of the modes for compiled (numba) kernels -- the one numbering every kernel uses.
+#: The RND_* codes all follow Q_RND, so ``code >= Q_RND`` means "a rounding mode that may round up".
+ROUNDING_CODE = {m: i for i, m in enumerate(ROUNDING_MODES)}
+OVERFLOW_CODE = {m: i for i, m in enumerate(OVERFLOW_MODES)}
+Q_TRN, Q_TRN_ZERO, Q_RND, Q_RND_ZERO, Q_RND_INF, Q_RND_MIN_INF, Q_RND_CONV = (ROUNDING_CODE[m] for m in ROUNDING_MODES)
+O_WRAP, O_SAT, O_SAT_ZERO, O_SAT_SYM = (OVERFLOW_CODE[m] for m in OVERFLOW_MODES)
+
 MAX_WIDTH = 64
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -184,8 +191,8 @@ class FixedType:
         return (1 << (self.width - 1)) - 1 if self.signed else (1 << self.width) - 1
 
     @property
-    def _sat_lo(self) -> int:
-        """Smallest raw the overflow mode produces for an under-range value."""
+    def sat_min(self) -> int:
+        """Smallest raw a saturating overflow mode produces for an under-range value (SAT_SYM: -raw_max)."""
         if self.overflow == "SAT_SYM" and self.signed and self.width > 1:
             return self.raw_min + 1
         return self.raw_min
@@ -408,7 +415,7 @@ def _apply_overflow_flags(q: np.ndarray, pos, neg, t: FixedType) -> np.ndarray:
         np.putmask(out, pos | neg, 0)
     else:  # SAT, SAT_SYM
         np.putmask(out, pos, t.raw_max)
-        np.putmask(out, neg, t._sat_lo)
+        np.putmask(out, neg, t.sat_min)
     return out
 
 
@@ -417,7 +424,7 @@ def _overflow_exact(q: np.ndarray, t: FixedType) -> np.ndarray:
     o = t.overflow
     if o == "WRAP" and not t.sat_bits:
         return _wrap_inplace(q, t)
-    lo = t._sat_lo if o == "SAT_SYM" else t.raw_min
+    lo = t.sat_min if o == "SAT_SYM" else t.raw_min
     hi = min(t.raw_max, _I64_MAX)
     if o in ("SAT", "SAT_SYM"):
         np.clip(q, lo, hi, out=q)
@@ -483,7 +490,7 @@ def _requantize_i64(a: np.ndarray, d: int, t: FixedType) -> np.ndarray:
     if o == "WRAP" and not t.sat_bits:
         q = np.left_shift(a, k) if k < 64 else np.zeros_like(a)
         return _wrap_inplace(q, t)
-    lo = t._sat_lo if o == "SAT_SYM" else t.raw_min
+    lo = t.sat_min if o == "SAT_SYM" else t.raw_min
     hi_k = t.raw_max >> k  # a > hi_k  <=>  a * 2**k > raw_max
     lo_k = -((-lo) >> k)  # a < lo_k  <=>  a * 2**k < lo
     pos = (a > hi_k) if hi_k < _I64_MAX else np.zeros(a.shape, bool)
@@ -494,7 +501,7 @@ def _requantize_i64(a: np.ndarray, d: int, t: FixedType) -> np.ndarray:
 
 def _requantize_var(a: np.ndarray, d: np.ndarray, t: FixedType) -> np.ndarray:
     """Like _requantize_i64 but with a per-element shift d (int64 array, same shape as a)."""
-    lo = t._sat_lo if t.overflow == "SAT_SYM" else t.raw_min
+    lo = t.sat_min if t.overflow == "SAT_SYM" else t.raw_min
     hi = t.raw_max
     right = d > 0
     # right shifts: exact rounding
@@ -538,9 +545,6 @@ def _requantize_var(a: np.ndarray, d: np.ndarray, t: FixedType) -> np.ndarray:
 #: temporaries) for right shifts / from_float; smaller ones use the numpy code (no JIT latency).
 NUMBA_MIN_SIZE = 4096
 
-# TRN=0 TRN_ZERO=1 RND=2 RND_ZERO=3 RND_INF=4 RND_MIN_INF=5 RND_CONV=6; WRAP=0 SAT=1 SAT_ZERO=2 SAT_SYM=3
-_Q_CODE = {m: i for i, m in enumerate(ROUNDING_MODES)}
-_O_CODE = {m: i for i, m in enumerate(OVERFLOW_MODES)}
 _kernels_cache: list = []
 
 
@@ -552,12 +556,12 @@ def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # prag
     d1 = min(d - 1, 63)
     big = np.int64(d - 1 >= 64)
     smask = np.int64(0x7FFFFFFFFFFFFFFF) if d1 >= 63 else (np.int64(1) << d1) - 1
-    en = np.int64(qcode >= 2)
-    c0 = np.int64(qcode == 2)
-    cs = np.int64(qcode == 3)
-    cns = np.int64(qcode == 4)
-    cl = np.int64(qcode == 6)
-    tz = np.int64(qcode == 1)
+    en = np.int64(qcode >= Q_RND)
+    c0 = np.int64(qcode == Q_RND)
+    cs = np.int64(qcode == Q_RND_ZERO)
+    cns = np.int64(qcode == Q_RND_INF)
+    cl = np.int64(qcode == Q_RND_CONV)
+    tz = np.int64(qcode == Q_TRN_ZERO)
     wmask = np.int64(-1) if width >= 64 else (np.int64(1) << width) - 1
     wspan = wmask + 1  # 2**width (unused when width == 64)
     sfix = np.int64(-1) if (signed and width < 64) else np.int64(0)
@@ -569,10 +573,10 @@ def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # prag
         r = np.int64((v & smask) != 0) | (big & np.int64(v != 0))
         s = np.int64(v < 0)
         t += (en & qb & (r | c0 | (cs & s) | (cns & (1 - s)) | (cl & t & 1))) | (tz & s & (qb | r))
-        if ocode == 0:
+        if ocode == O_WRAP:
             t &= wmask
             t -= wspan & sfix & -np.int64(t >= half)
-        elif ocode == 2:
+        elif ocode == O_SAT_ZERO:
             t = 0 if (t < lo or t > hi) else t
         else:
             t = min(max(t, lo), hi)
@@ -583,12 +587,12 @@ def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # prag
 def _k_from_float(x, out, scale, thr_lo, thr_hi, qcode, ocode, lo, hi, width, signed):  # pragma: no cover
     """out[i] = from_float(x[i]) via floor(x * 2**frac); returns False if some element is outside the
     range where that is exact (caller then uses the bit-decoding path for the whole array)."""
-    en = np.int64(qcode >= 2)
-    c0 = np.int64(qcode == 2)
-    cs = np.int64(qcode == 3)
-    cns = np.int64(qcode == 4)
-    cl = np.int64(qcode == 6)
-    tz = np.int64(qcode == 1)
+    en = np.int64(qcode >= Q_RND)
+    c0 = np.int64(qcode == Q_RND)
+    cs = np.int64(qcode == Q_RND_ZERO)
+    cns = np.int64(qcode == Q_RND_INF)
+    cl = np.int64(qcode == Q_RND_CONV)
+    tz = np.int64(qcode == Q_TRN_ZERO)
     wmask = np.int64(-1) if width >= 64 else (np.int64(1) << width) - 1
     wspan = wmask + 1
     sfix = np.int64(-1) if (signed and width < 64) else np.int64(0)
@@ -607,10 +611,10 @@ def _k_from_float(x, out, scale, thr_lo, thr_hi, qcode, ocode, lo, hi, width, si
         gt = np.int64(rem > 0.5)
         eq = np.int64(rem == 0.5)
         t += (en & (gt | (eq & (c0 | (cs & s) | (cns & (1 - s)) | (cl & t & 1))))) | (tz & s & np.int64(rem > 0.0))
-        if ocode == 0:
+        if ocode == O_WRAP:
             t &= wmask
             t -= wspan & sfix & -np.int64(t >= half)
-        elif ocode == 2:
+        elif ocode == O_SAT_ZERO:
             t = 0 if (t < lo or t > hi) else t
         else:
             t = min(max(t, lo), hi)
@@ -633,8 +637,8 @@ def _kernels():
 
 def _kernel_args(t: FixedType) -> tuple:
     o = t.overflow
-    lo = t._sat_lo if o == "SAT_SYM" else t.raw_min
-    return (_Q_CODE[t.rounding], _O_CODE[o], lo, min(t.raw_max, _I64_MAX), t.width, t.signed)
+    lo = t.sat_min if o == "SAT_SYM" else t.raw_min
+    return (ROUNDING_CODE[t.rounding], OVERFLOW_CODE[o], lo, min(t.raw_max, _I64_MAX), t.width, t.signed)
 
 
 def _use_kernel(size: int, t: FixedType):
@@ -669,7 +673,7 @@ def _round_int(v: int, d: int, mode: str) -> int:
 
 
 def _overflow_int(q: int, t: FixedType) -> int:
-    lo = t._sat_lo if t.overflow == "SAT_SYM" else t.raw_min
+    lo = t.sat_min if t.overflow == "SAT_SYM" else t.raw_min
     hi = t.raw_max
     w = t.width
     if lo <= q <= hi:

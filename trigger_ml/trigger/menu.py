@@ -16,9 +16,9 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from trigger_ml.core.errors import ConfigError
+from trigger_ml.core.metrics import BX_RATE_HZ, clopper_pearson
 from trigger_ml.data.adc2021 import OBJECT_SLICES
-from trigger_ml.errors import ConfigError
-from trigger_ml.metrics import BX_RATE_HZ, clopper_pearson
 
 #: default menu of working points, by target rate (named like the CMS anomaly-trigger menus)
 DEFAULT_MENU_KHZ: dict[str, float] = {"VLoose": 20.0, "Loose": 10.0, "Nominal": 5.0, "Tight": 2.0, "VTight": 1.0}
