@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     import hls4ml
 
-    from trigger_ml.emulate.engine import Emulator
+    from trigger_ml.emulate import Emulator
     from trigger_ml.ir import from_hls_model
 
     n_data = max(args.csim_events, 50_000)

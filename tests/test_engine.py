@@ -1,4 +1,4 @@
-"""Bit-exactness of the firmware emulator (trigger_ml.emulate.engine) against the hls4ml C simulation.
+"""Bit-exactness of the firmware emulator (trigger_ml.emulate) against the hls4ml C simulation.
 
 Fast suite: a handful of compiled models (HGQ2 MLP, HGQ2 AE score with merge ops, HGQ2 CNN, plain
 Keras with a hand-written hls4ml config and a too-narrow accumulator, 3 random architectures) plus
@@ -22,7 +22,7 @@ import _models as M  # noqa: E402
 
 from trigger_ml.core.errors import TriggerMLError  # noqa: E402
 from trigger_ml.core.fixed import FixedType, from_float  # noqa: E402
-from trigger_ml.emulate.engine import Emulator  # noqa: E402
+from trigger_ml.emulate import Emulator  # noqa: E402
 from trigger_ml.ir import FirmwareModel, Layer, TensorSpec  # noqa: E402
 
 

@@ -183,23 +183,6 @@ def test_trigger_bit_matches_threshold(project, model, events, threshold):
     assert 0 < bits.sum() < len(bits)
 
 
-def test_quantize_threshold_rule_exhaustive():
-    from hls4ml.model.types import FixedPrecisionType
-
-    from trigger_ml.firmware.hls import quantize_threshold
-
-    prec = FixedPrecisionType(8, 3, True)  # grid 1/32 on [-4, 4)
-    grid = np.arange(-128, 128) / 32.0
-    rng = np.random.default_rng(0)
-    for t in [*rng.uniform(-3.99, 3.9, 200), 0.0, 1.0, -4.0, 3.90625]:
-        q = quantize_threshold(float(t), prec)
-        assert q["value"] == q["raw"] / 32.0
-        assert np.array_equal(grid > q["value"], grid > t)
-    for bad in (-4.01, 3.96875, 10.0, float("nan")):
-        with pytest.raises(ConfigError):
-            quantize_threshold(bad, prec)
-
-
 # ---------------------------------------------------------------------------- atomic output
 
 

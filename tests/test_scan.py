@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 
 from trigger_ml import scan as S
+from trigger_ml.scan import runner as R
+from trigger_ml.scan.results import _records
 from trigger_ml.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -195,8 +197,8 @@ def _stub_point(calls: list, fail_latents=()):
         return {"key": S.point_key(params), "status": "ok", "error": None, "params": json.dumps(params, sort_keys=True),
                 **{S.PARAM_PREFIX + k: v for k, v in params.items()}, "tpr": 0.1 * lat, "auc": 0.5 + 0.01 * lat,
                 "luts": 1000 * lat, "luts_source": "stub", "latency_ns": 50.0 - lat, "latency_cycles": 10 - lat,
-                "latency_source": "stub", "attempt": attempt, "context": context, "started": S._now(),
-                "finished": S._now(), "worker": "stub", "seconds": 0.01}
+                "latency_source": "stub", "attempt": attempt, "context": context, "started": R._now(),
+                "finished": R._now(), "worker": "stub", "seconds": 0.01}
 
     return run_point
 
@@ -206,7 +208,7 @@ def test_scan_in_process_interrupted_and_resumed(tmp_path, tiny_data, monkeypatc
     KeyboardInterrupt raised from the progress callback after the first finished point."""
     bkg, sigs = tiny_data
     calls: list = []
-    monkeypatch.setattr(S, "run_point", _stub_point(calls, fail_latents=(5,)))
+    monkeypatch.setattr(R, "run_point", _stub_point(calls, fail_latents=(5,)))
     space = _space([2, 3, 4, 5], tmp_path)
     keys = [S.point_key(p) for p in S.points(space)]
     out = tmp_path / "out"
@@ -240,7 +242,7 @@ def test_scan_in_process_interrupted_and_resumed(tmp_path, tiny_data, monkeypatc
     assert (out / "pareto.png").stat().st_size > 5000
 
     # a third run retries only the failed point (attempt 2), here successfully
-    monkeypatch.setattr(S, "run_point", _stub_point(calls))
+    monkeypatch.setattr(R, "run_point", _stub_point(calls))
     df = S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, **TINY_SETTINGS)
     assert [c["latent"] for c in calls[4:]] == [5]
     row5 = df[df["param:latent"] == 5].iloc[0]
@@ -256,12 +258,12 @@ def test_scan_recovers_rows_missing_from_the_table(tmp_path, tiny_data, monkeypa
     bkg, sigs = tiny_data
     calls: list = []
     stub = _stub_point(calls)
-    monkeypatch.setattr(S, "run_point", stub)
+    monkeypatch.setattr(R, "run_point", stub)
     space = _space([2, 3], tmp_path)
     out = tmp_path / "out"
     S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, **TINY_SETTINGS)
     df = S.read_results(out)
-    for k, r in zip(df["key"], S._records(df)):
+    for k, r in zip(df["key"], _records(df)):
         (out / "points" / k / "row.json").write_text(json.dumps(r))
     (out / "results.parquet").unlink()
     (out / "results.csv").unlink()
@@ -286,7 +288,7 @@ def test_scan_on_local_cluster_resumes_real_points(tmp_path, tiny_data, monkeypa
     out = tmp_path / "out"
     calls: list = []
     with monkeypatch.context() as m:
-        m.setattr(S, "run_point", _stub_point(calls))
+        m.setattr(R, "run_point", _stub_point(calls))
         S.run_scan(_space([3], tmp_path), out, background=bkg, signals=sigs, scheduler=None, **TINY_SETTINGS)
     before = S.read_results(out)
     assert len(before) == 1 and before.iloc[0]["worker"] == "stub"

@@ -115,3 +115,22 @@ def test_dask_equals_local(two_files):
     local = T.score_files(two_files, met_score, chunk_size=2000)
     dask = T.score_files(two_files, met_score, chunk_size=2000, scheduler="local")
     assert np.array_equal(local[0], dask[0]) and np.array_equal(local[1], dask[1])
+
+
+def test_wrong_scheduler_address_fails_fast_with_one_line_error(two_files):
+    """An unreachable scheduler is a TriggerMLError naming the address and the fix, within ~10 s."""
+    import time
+
+    from trigger_ml.core.cluster import dask_client
+    from trigger_ml.core.errors import TriggerMLError
+
+    t0 = time.perf_counter()
+    with pytest.raises(TriggerMLError) as err:
+        with dask_client("tcp://127.0.0.1:1"):
+            pass
+    assert time.perf_counter() - t0 < 15
+    msg = str(err.value)
+    assert "tcp://127.0.0.1:1" in msg and "dask scheduler" in msg and "--scheduler" in msg and "\n" not in msg
+    # not an address at all: refused at once, also through the trigger's Dask path
+    with pytest.raises(TriggerMLError, match="not a Dask scheduler address"):
+        T.score_files(two_files, met_score, chunk_size=2000, scheduler="nonsense://x")

@@ -38,6 +38,8 @@ def test_all_stages_bit_exact(pipeline, bkg_file):
     res = verify(run, bkg_file, hls_dir=hls, rtl_dir=rtl, n_events=3000, log=lambda s: None)
     assert set(res["stages"]) == {"float", "keras", "csim", "emulator", "da4ml", "rtl"}
     assert set(res["exact_pairs"]) == {"csim:keras", "csim:emulator", "keras:emulator", "keras:da4ml", "da4ml:rtl", "csim:da4ml"}
+    tb = res["trigger_bit"]  # the emulator's trigger bit (IR threshold) == the wrapper's C-simulated bit
+    assert tb["mismatches"] == 0 and tb["threshold_raw_ir"] == tb["threshold_raw_wrapper"] and 0 < tb["fired_csim"] < tb["n_events"], tb
     for pair, r in res["exact_pairs"].items():
         assert r["n_events"] == 3000 and r["mismatches"] == 0, (pair, r)
     assert res["total_mismatches"] == 0 and "localization" not in res
@@ -71,6 +73,28 @@ def test_emulated_trigger_matches_threshold(pipeline, bkg_file, sig_files):
     assert fm.threshold == hinfo["threshold"]["raw"]  # the firmware's own constant is in the IR
 
 
+def test_one_scorer_for_both_flavours_and_held_out_rule(pipeline, bkg_file, sig_files):
+    """Any firmware directory opens as a scorer (hls4ml IR emulator, RTL graph interpreter): same
+    score values; `emulate` runs on the RTL directory; the training file is scored only beyond
+    the events training read."""
+    from trigger_ml.data.adc2021 import read_events
+    from trigger_ml.scoring import FirmwareScorer
+    from trigger_ml.trigger.run import emulate
+
+    _, hls, rtl, _, _ = pipeline
+    ev = read_events(sig_files["Ato4l"], stop=2000)
+    h, r = FirmwareScorer(hls), FirmwareScorer(rtl)
+    assert (h.kind, r.kind) == ("hls", "rtl")
+    assert np.array_equal(h.values(ev), r.values(ev))
+    assert h.threshold is not None and r.threshold is None
+    res = emulate(rtl, [bkg_file], [sig_files["Ato4l"]], menu_khz={"A": 4000.0})
+    assert res["firmware_kind"] == "rtl" and res["n_background"] == 16_000  # 20k events, training read 4k
+    assert "events after the training sample" in res["background"][0]
+    res_h = emulate(hls, [bkg_file], [sig_files["Ato4l"]], menu_khz={"A": 4000.0})
+    eff = lambda t: t["working_points"]["A"]["signals"]["Ato4l"]["efficiency"]  # noqa: E731
+    assert eff(res_h) == eff(res) and res_h["firmware_threshold"]["raw"] == h.threshold.raw
+
+
 def test_refuse_overwrite_and_bad_flavor(pipeline, tmp_path):
     from trigger_ml.core.errors import ArtifactError, ConfigError
     from trigger_ml.firmware.convert import convert_run
@@ -89,7 +113,7 @@ def test_narrow_accumulator_detected_and_localized(pipeline, bkg_file, tmp_path)
     from hls4ml.backends.fpga.fpga_types import APTypeConverter
     from hls4ml.model.types import FixedPrecisionType
 
-    from trigger_ml.emulate.engine import Emulator
+    from trigger_ml.emulate import Emulator
     from trigger_ml.firmware import hls as H
     from trigger_ml.ir import from_hls_model
     from trigger_ml.train import load_artifact

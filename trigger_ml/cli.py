@@ -195,21 +195,19 @@ def convert_cmd(
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Trigger threshold on the score."),
     rate_khz: Optional[float] = typer.Option(None, "--rate-khz", help="Calibrate the threshold to this rate instead."),
     bx_rate_mhz: float = typer.Option(40.0, "--bx-rate-mhz"),
-    data: Optional[Path] = typer.Option(None, "--data", help="Events for test vectors / calibration (default: training data)."),
+    data: Optional[Path] = typer.Option(None, "--data", help="Background events for the rate calibration (held-out part) and test vectors (default: the training file)."),
+    score: Optional[str] = typer.Option(None, "--score", help="Score output 'name' or 'name[i]' when the model has several output values."),
     force: bool = typer.Option(False, "--force"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Write a firmware project: hls4ml (bit-exact precisions from HGQ2) or da4ml RTL."""
+    """Write a firmware project: hls4ml (bit-exact precisions from HGQ2) or da4ml/alkaid RTL."""
     from trigger_ml.firmware.convert import convert_run
+    from trigger_ml.firmware.spec import FirmwareSpec
 
-    rf: int | dict[str, int]
-    try:
-        rf = int(reuse) if "=" not in reuse else {k.strip(): int(v) for k, v in (i.split("=") for i in reuse.split(","))}
-    except ValueError:
-        raise TriggerMLError(f"--reuse {reuse!r}: expected an integer or NAME=N,NAME=N") from None
-    res = convert_run(run, out_dir, flavor=flavor.value, backend=backend, part=part, clock_ns=clock_ns, strategy=strategy,
-                      reuse_factor=rf, threshold=threshold, rate_khz=rate_khz, bx_rate_hz=bx_rate_mhz * 1e6,
-                      latency_cutoff=latency_cutoff, data=data, force=force, log=out.print)
+    spec = FirmwareSpec.make(flavor=flavor.value, backend=backend, part=part, clock_ns=clock_ns, strategy=strategy,
+                             reuse_factor=FirmwareSpec.parse_reuse(reuse), latency_cutoff=latency_cutoff,
+                             threshold=threshold, rate_khz=rate_khz, bx_rate_hz=bx_rate_mhz * 1e6, score_output=score)
+    res = convert_run(run, out_dir, spec, data=data, force=force, log=out.print)
     if as_json:
         out.print_json(json.dumps(res))
 
@@ -293,6 +291,76 @@ def emulate_cmd(
         out.print(f"catalog: {res['catalog']['events']:,} triggered events → {res['catalog']['path']}")
 
 
+class _MeasureStatus:
+    """Progress of `trigger-ml measure` on stderr: a rich status line (spinner, elapsed time, Yosys
+    pass) on a terminal, otherwise a plain line when a step starts and every 30 s."""
+
+    _TOOL = {"resources": "yosys synth_xilinx", "latency": "Verilator"}
+
+    def __init__(self) -> None:
+        self.status = console.status("measuring", spinner="dots") if console.is_terminal else None
+        self.last: tuple[str, float] | None = None
+
+    def __enter__(self) -> _MeasureStatus:
+        if self.status is not None:
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.status is not None:
+            self.status.__exit__(*exc)
+
+    def __call__(self, step: str, elapsed: float, detail: str | None) -> None:
+        m, sec = divmod(int(elapsed), 60)
+        text = f"{step}: {self._TOOL.get(step, step)} {m}:{sec:02d}" + (f" · {detail[:70]}" if detail else "")
+        if self.status is not None:
+            self.status.update(text)
+        elif self.last is None or self.last[0] != step or elapsed - self.last[1] >= 30:
+            console.print(text, highlight=False)
+            self.last = (step, elapsed)
+
+
+@app.command("measure")
+def measure_cmd(
+    firmware_dir: Path = typer.Argument(..., help="Firmware project: da4ml RTL (rtl_manifest.json) or hls4ml project."),
+    timeout: float = typer.Option(1800.0, "--timeout", min=0.001,
+                                  help="Stop Yosys after S seconds (recorded as 'not measured (timeout after S s)')."),
+    part: Optional[str] = typer.Option(None, "--part", help="FPGA part or synth_xilinx family (default: the project's, else xcvu13p)."),
+    what: str = typer.Option("resources,latency", "--what", help="resources (Yosys) and/or latency (Verilator), comma-separated."),
+    force: bool = typer.Option(False, "--force", help="Measure again although measurements.json holds this design's figures."),
+    as_json: bool = typer.Option(False, "--json", help="Print the recorded measurements as JSON."),
+) -> None:
+    """Measure resources (Yosys synth_xilinx) and latency (Verilator); writes measurements.json for `report`."""
+    from trigger_ml.measure import measure
+
+    with _MeasureStatus() as progress:
+        res = measure(firmware_dir, what=what, timeout_s=timeout, part=part, force=force, progress=progress)
+    steps = list(res["cached"])
+    if as_json:
+        out.print_json(json.dumps(res))
+    else:
+        out.print(f"{res['path']} ({res['kind']}, top {res['top']}, design {res['design_hash'][:12]})", highlight=False)
+        t = Table("figure", "value", "source")
+        for step in steps:
+            e = res[step]
+            if e.get("status") != "measured":
+                t.add_row(step, "—", e.get("source", "not measured"))
+                continue
+            for name, f in e["figures"].items():
+                v = f["value"]
+                t.add_row(name, f"{v:,}" if isinstance(v, int) else f"{v:g}", f["source"])
+        out.print(t)
+        for step in steps:
+            e = res[step]
+            when = "recorded earlier for this design" if res["cached"][step] else "measured now"
+            if e.get("status") == "measured":
+                out.print(f"{step}: {when} ({e.get('tool')}, {e.get('seconds', 0):.1f} s)", highlight=False)
+        out.print(f"written to {res['file']}", highlight=False)
+    missing = [f"{s} {res[s].get('source', 'not measured')}" for s in steps if res[s].get("status") != "measured"]
+    if missing:
+        raise TriggerMLError("; ".join(missing) + f" (recorded in {res['file']})")
+
+
 @app.command("report")
 def report_cmd(
     path: Path = typer.Argument(..., help="A run, a firmware directory, or a parent holding them (e.g. a demo output)."),
@@ -302,15 +370,20 @@ def report_cmd(
     part: Optional[str] = typer.Option(None, "--part", help="FPGA part for resource percentages."),
     signals: list[Path] = typer.Option([], "--signals", help="Signal files for ROC/score plots."),
     background: Optional[Path] = typer.Option(None, "--background"),
-    measure: bool = typer.Option(True, "--measure/--no-measure", help="yosys + Verilator on the RTL project."),
+    measure: Optional[bool] = typer.Option(None, "--measure/--no-measure", hidden=True,
+                                           help="Ignored: the report only reads; use `trigger-ml measure`."),
     force: bool = typer.Option(False, "--force"),
 ) -> None:
-    """Latency/resource table from three sources (vendor, open tools, estimates), budget verdict, plots."""
+    """Latency/resource table from three sources (vendor, measurements.json, estimates), budget verdict, plots.
+
+    Reads only: measured figures come from `trigger-ml measure` (measurements.json)."""
     from trigger_ml.reports.collect import collect_report
     from trigger_ml.reports.render import write_report
 
+    if measure:
+        console.print("note: `report --measure` no longer measures; run `trigger-ml measure FIRMWARE_DIR` first")
     rep = collect_report(path, budget_ns=budget_ns, budget_bx=budget_bx, part=part, signals=signals,
-                         background=background, measure=measure, log=out.print)
+                         background=background, log=out.print)
     dest = write_report(rep, out_dir or Path(path) / "report", force=force)
     out.print(f"report written to {dest}")
 

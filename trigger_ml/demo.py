@@ -22,6 +22,8 @@ from trigger_ml.core.constants import RTL_MANIFEST_FILE
 from trigger_ml.core.errors import ArtifactError
 
 ZOO = Path(__file__).resolve().parents[1] / "models"
+#: the demo's working point: the firmware threshold and the TPR column of metrics/report
+RATE_KHZ = 5.0
 
 
 def _zoo_config(name: str):
@@ -36,11 +38,12 @@ def run_demo(
     budget_s: float = 280.0, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the metrics written to ``out/metrics.json``."""
-    from trigger_ml.core.metrics import signal_metrics
     from trigger_ml.data.synth import SIGNALS, generate_file
+    from trigger_ml.reports.collect import trigger_metrics
     from trigger_ml.firmware.convert import convert_run
-    from trigger_ml.train import load_artifact, train
-    from trigger_ml.trigger.run import FirmwareScorer, emulate
+    from trigger_ml.scoring import FirmwareScorer
+    from trigger_ml.train import train
+    from trigger_ml.trigger.run import emulate
     from trigger_ml.verify import verify
 
     out = Path(out)
@@ -74,74 +77,66 @@ def run_demo(
         done()
     main = models[0]
     run = runs[main]
-    art = load_artifact(run)
 
     # ---- firmware: hls4ml (threshold calibrated to the Nominal working point) and da4ml Verilog
     done = step("convert_hls")
-    hls = convert_run(run, out / "firmware" / "hls", rate_khz=5.0, tb_events=1000, log=log)
+    hls = convert_run(run, out / "firmware" / "hls", rate_khz=RATE_KHZ, tb_events=1000, log=log)
     done()
     done = step("convert_rtl")
     rtl = convert_run(run, out / "firmware" / "rtl", flavor="verilog", log=log)
     done()
 
-    # ---- open-tool resource measurement runs in the background while we emulate and verify
+    # ---- open-tool resource measurement (the measure stage) runs in the background while we emulate
+    #      and verify; it records the figures in firmware/rtl/measurements.json, which the report reads
+    from trigger_ml.measure import measure as measure_stage
+
     synth: dict[str, Any] = {}
     if measure:
-        from trigger_ml.firmware.rtl import RTLProject
-        from trigger_ml.reports.measure import synthesize
-
-        proj = RTLProject.load(rtl["path"])
-
         synth_timeout = max(30.0, budget_s - (time.perf_counter() - t_start))
 
         def _synth() -> None:
             try:
-                synth["result"] = synthesize(Path(rtl["path"]), proj.top, family="xcup", timeout_s=synth_timeout)
+                synth["result"] = measure_stage(rtl["path"], what=("resources",), timeout_s=synth_timeout)["resources"]
             except Exception as exc:  # noqa: BLE001 - reported in metrics, the demo goes on
                 synth["error"] = f"{type(exc).__name__}: {exc}"
 
         th = threading.Thread(target=_synth, daemon=True)
         th.start()
 
-    # ---- emulate the trigger on the held-out background and the signals
+    # ---- emulate the trigger on the held-out background and the signals (the held-out rule picks
+    #      the background events after the n_train that training read; every stage uses the same)
     done = step("emulate")
-    held_out = data / "background_heldout.h5"
-    _slice_events(bkg, held_out, n_train, n_background)
-    menu = emulate(hls["path"], [held_out], list(sigs.values()), catalog=out / "catalog.h5")
+    menu = emulate(hls["path"], [bkg], list(sigs.values()), catalog=out / "catalog.h5")
     done()
-    scorer = FirmwareScorer(hls["path"])
-    from trigger_ml.data.adc2021 import read_events
-
-    fw_b = scorer(read_events(held_out)) * scorer.lsb
-    x_b = art.inputs_from_file(held_out)
-    fl_model = art.float_model()
-    fl_b = fl_model.predict(x_b, batch_size=16384, verbose=0).ravel()
-    perf: dict[str, Any] = {}
-    for s, path in sigs.items():
-        fw_s = scorer(read_events(path)) * scorer.lsb
-        fl_s = fl_model.predict(art.inputs_from_file(path), batch_size=16384, verbose=0).ravel()
-        perf[s] = {"firmware": _short(signal_metrics(fw_b, fw_s, 5.0)), "float": _short(signal_metrics(fl_b, fl_s, 5.0))}
+    done = step("physics")
+    phys = trigger_metrics(run, Path(hls["path"]), list(sigs.values()), bkg, None, RATE_KHZ)
+    perf = {s: {k: _short(v) for k, v in m.items() if k in ("float", "quantized", "firmware")}
+            for s, m in phys["signals"].items()}
+    done()
 
     # ---- bit-exact cross-check
     done = step("verify")
-    ver = verify(run, held_out, hls_dir=Path(hls["path"]), rtl_dir=Path(rtl["path"]), n_events=n_verify, log=log)
+    ver = verify(run, bkg, hls_dir=Path(hls["path"]), rtl_dir=Path(rtl["path"]), n_events=n_verify, log=log)
     done()
-    emu_rate = _emulator_throughput(scorer, held_out)
+    emu_rate = _emulator_throughput(FirmwareScorer(hls["path"]), bkg)
 
     # ---- latency (Verilator) and resources (yosys)
     done = step("latency")
-    from trigger_ml.firmware.rtl import measure_latency_cycles
-
-    cycles = measure_latency_cycles(rtl["path"])
+    lat = measure_stage(rtl["path"], what=("latency",))["latency"]
+    if lat["status"] != "measured":
+        raise ArtifactError(f"{rtl['path']}: latency {lat['source']}")
+    cycles = lat["figures"]["latency_cycles"]["value"]
     done()
     if measure:
         th.join()
     metrics: dict[str, Any] = {
-        "model": main, "signals": perf,
+        "model": main, "background": phys["background"], "n_background": phys["n_background"],
+        "target_rate_khz": RATE_KHZ, "signals": perf,
         "auc": {s: {"float": v["float"]["auc"], "firmware": v["firmware"]["auc"]} for s, v in perf.items()},
         "tpr_at_fpr_1e-5": {s: {"float": v["float"]["tpr_at_fpr_1e-5"], "firmware": v["firmware"]["tpr_at_fpr_1e-5"]}
                             for s, v in perf.items()},
-        "mismatches": {k: p["mismatches"] for k, p in ver["exact_pairs"].items()},
+        "mismatches": {k: p["mismatches"] for k, p in ver["exact_pairs"].items()}
+        | ({"trigger_bit:emulator:csim": ver["trigger_bit"]["mismatches"]} if ver.get("trigger_bit") else {}),
         "verify_events": ver["n_events"],
         "emulator_events_per_s": {"value": emu_rate, "source": "measured (trigger_ml emulator, this machine)"},
         "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "da4ml_pipeline_depth": rtl["latency_cycles"]},
@@ -152,22 +147,22 @@ def run_demo(
                  for wp, r in menu["working_points"].items()},
         "timings_s": timings,
     }
-    if "result" in synth:
-        r = synth["result"]
-        for k in ("luts", "ffs", "dsps"):
-            metrics[k] = {"value": getattr(r, k), "source": r.source}
+    r = synth.get("result") or {}
+    if r.get("status") == "measured":
+        for k, fig in (("luts", "LUT"), ("ffs", "FF"), ("dsps", "DSP")):
+            metrics[k] = {"value": r["figures"][fig]["value"], "source": r["source"]}
     else:  # no measurement within the demo's time budget: da4ml's own estimate, labelled as such
-        why = synth.get("error", "yosys not run (--no-measure)")
+        why = r.get("reason") or synth.get("error", "yosys not run (--no-measure)")
         man = json.loads((Path(rtl["path"]) / RTL_MANIFEST_FILE).read_text())
         est = {"luts": man.get("da4ml_cost"), "ffs": man.get("reg_bits"), "dsps": 0}
         for k, v in est.items():
             metrics[k] = {"value": v, "source": "estimated (da4ml)", "measurement": why.split(" (")[0][:200],
-                          "how_to_measure": f"trigger-ml report {out} (yosys, cached afterwards)"}
+                          "how_to_measure": f"trigger-ml measure {rtl['path']} (yosys, cached afterwards)"}
     metrics["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     (out / "verify.json").write_text(json.dumps(ver, indent=2))
     (out / "menu.json").write_text(json.dumps(menu, indent=2))
-    _try_report(out, log, measured="result" in synth)
+    _try_report(out, log)
     return metrics
 
 
@@ -176,19 +171,12 @@ def _short(m: dict) -> dict:
             "tpr_at_fpr_1e-4": m["tpr_at_fpr_1e-4"].get("tpr"), "tpr_at_5khz": m.get("tpr_at_rate", {}).get("tpr")}
 
 
-def _slice_events(src: Path, dst: Path, start: int, stop: int) -> None:
-    from trigger_ml.data.adc2021 import EventsWriter, iter_chunks
-
-    with EventsWriter(dst) as w:
-        for ev in iter_chunks(src, start=start, stop=stop):
-            w.append(ev)
-
-
 def _emulator_throughput(scorer, path: Path) -> int:
     from trigger_ml.data.adc2021 import read_events
 
-    emu, pre, *_ = scorer._load()
-    x = pre.transform(read_events(path)).astype(np.float32)
+    st = scorer._load()
+    emu, pre = st["emu"], st["pre"]
+    x = pre.transform(read_events(path, stop=100_000)).astype(np.float32)
     x = np.concatenate([x] * max(1, 1_000_000 // len(x)))
     emu.predict(x[:10_000])  # warm-up (JIT)
     t = time.perf_counter()
@@ -196,11 +184,11 @@ def _emulator_throughput(scorer, path: Path) -> int:
     return int(len(x) / (time.perf_counter() - t))
 
 
-def _try_report(out: Path, log: Callable[[str], None], measured: bool) -> None:
+def _try_report(out: Path, log: Callable[[str], None]) -> None:
     from trigger_ml.reports.collect import collect_report
     from trigger_ml.reports.render import write_report
 
-    rep = collect_report(out, signals=sorted((out / "data").glob("[!b]*.h5")), background=out / "data" / "background_heldout.h5",
-                         measure=measured, max_events=20_000)
+    rep = collect_report(out, signals=sorted((out / "data").glob("[!b]*.h5")), background=out / "data" / "background.h5",
+                         max_events=None, target_rate_khz=RATE_KHZ)
     write_report(rep, out / "report", force=True)
     log(f"[report] {out / 'report' / 'report.html'}")

@@ -21,26 +21,18 @@ def evaluate_artifact(
 ) -> dict[str, Any]:
     """Per-signal AUC / TPR@FPR / TPR@rate for the float twin and the quantized model.
 
-    The background is ``background`` if given, else the events of the training file that training
-    did not use (beyond ``max_events`` or the validation part), so no event is scored that the
-    model was fitted on.
+    The background follows the one held-out rule (:func:`trigger_ml.train.held_out_background`):
+    ``background`` if given, else the events of the training file that training did not read, so
+    no event is scored that the model was fitted on.
     """
-    from trigger_ml.data import adc2021
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
     if art.config.kind == "classifier":
         raise ArtifactError(f"{run}: evaluate computes anomaly-trigger metrics; {art.config.name} is a classifier")
-    if background is None:
-        data = Path(art.manifest["inputs"]["data"]["path"])
-        n_all = adc2021.count_events(data)
-        used = art.config.training.max_events or n_all
-        start = int(used * (1 - art.config.training.validation_split))  # keras takes the validation tail
-        background, b_start = data, start
-        b_note = f"{data} events {start:,}-{n_all:,} (not used for fitting)"
-    else:
-        b_start, b_note = 0, str(background)
-    xb = art.inputs_from_file(background, start=b_start, stop=(b_start + max_events) if max_events else None)
+    ho = art.held_out(background, max_events)
+    b_note = ho.note
+    xb = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
     models = {"quantized": art.model}
     try:
         models["float"] = art.float_model()

@@ -270,6 +270,10 @@ class Artifact:
         """The float twin's deployable model (safe_mode load)."""
         return _load_keras(self.path / FLOAT_FILE)
 
+    def held_out(self, background: str | Path | None = None, max_events: int | None = None) -> HeldOut:
+        """The held-out background of this model (:func:`held_out_background`)."""
+        return held_out_background(self.manifest, self.config, background, max_events)
+
     def inputs_from_file(self, path: str | Path, stop: int | None = None, start: int = 0) -> np.ndarray:
         """Model inputs for the events (or jets table) in ``path``."""
         if self.config.kind == "classifier":
@@ -279,6 +283,52 @@ class Artifact:
             return model_inputs(self.config, self.preprocessing, self.input_info, x[start:stop])
         ev = adc2021.read_events(path, start=start, stop=stop)
         return model_inputs(self.config, self.preprocessing, self.input_info, ev)
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """Background events a stage may score: ``path`` events ``[start, stop)``, and why those."""
+
+    path: Path
+    start: int
+    stop: int
+    note: str
+
+    @property
+    def n_events(self) -> int:
+        return self.stop - self.start
+
+
+def held_out_background(run_manifest: dict, config: ModelConfig, background: str | Path | None = None,
+                        max_events: int | None = None) -> HeldOut:
+    """The one held-out rule: which background events every stage (evaluate, convert's rate
+    calibration, emulate, verify, report, scan, the demo) scores for a model.
+
+    The training file's events beyond what training read (``training.max_events``) were never seen
+    and are used first; when training read the whole file, only its validation tail is left (used
+    for early stopping, so labelled as such). Any other background file is used whole. Passing the
+    training file explicitly applies the same rule, so a training event is never scored as
+    background. ``max_events`` caps the number of events (from the start of the held-out range).
+    """
+    train_data = ((run_manifest.get("inputs") or {}).get("data") or {}).get("path")
+    path = Path(background) if background is not None else (Path(train_data) if train_data else None)
+    if path is None:
+        raise ArtifactError("no background file given and the run records no training data; pass --background")
+    n_all = adc2021.count_events(path)
+    if train_data and path.resolve() == Path(train_data).resolve():
+        used = min(config.training.max_events or n_all, n_all)
+        if n_all > used:
+            start, why = used, "events after the training sample"
+        else:
+            start = int(used * (1 - config.training.validation_split))
+            why = "validation tail of the training sample (used for early stopping)"
+    else:
+        start, why = 0, "independent file"
+    stop = min(n_all, start + max_events) if max_events else n_all
+    if stop <= start:
+        raise ArtifactError(f"{path}: no held-out background events (training used all {n_all:,}); "
+                            "pass an independent --background file")
+    return HeldOut(path, start, stop, f"{path} events {start:,}-{stop:,} ({why})")
 
 
 def _load_keras(path: Path):

@@ -18,7 +18,6 @@ suggests the precision change that fixes it.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,6 +25,7 @@ from typing import Any, Callable
 import numpy as np
 from scipy import stats
 
+from trigger_ml.core.artifacts import write_json_atomic
 from trigger_ml.core.errors import ArtifactError
 
 #: pairs that must agree bit for bit (first is the reference)
@@ -104,7 +104,7 @@ def localize(fm, model, x: np.ndarray, bad_events: list[int], max_events: int = 
     firmware order, and classifies the divergence: *overflow* when the emulator counts wrapped or
     saturated values in that layer (with per-layer counts), *rounding* otherwise.
     """
-    from trigger_ml.emulate.engine import Emulator
+    from trigger_ml.emulate import Emulator
 
     idx = np.asarray(bad_events[:max_events], dtype=np.int64)
     xb = x[idx]
@@ -144,16 +144,38 @@ def localize(fm, model, x: np.ndarray, bad_events: list[int], max_events: int = 
     return res
 
 
+def _compare_trigger_bits(hls_dir: Path, fm, emu, x: np.ndarray, log: Callable[[str], None]) -> dict[str, Any]:
+    """Emulator trigger bits vs the hls4ml trigger wrapper's C simulation (exact, event by event)."""
+    from trigger_ml.firmware.hls import load_project, trigger_csim
+
+    t = time.perf_counter()
+    wrapper_raw = int(load_project(hls_dir).threshold["raw"])
+    _, bits_csim = trigger_csim(hls_dir, x.astype(np.float64))
+    bits_emu = np.asarray(emu.trigger(x.astype(np.float64)), bool)
+    bad = np.flatnonzero(bits_emu != bits_csim.astype(bool))
+    res = {"n_events": int(len(x)), "mismatches": int(bad.size), "first_events": bad[:20].tolist(),
+           "fired_emulator": int(bits_emu.sum()), "fired_csim": int(bits_csim.sum()),
+           "threshold_raw_ir": int(fm.threshold), "threshold_raw_wrapper": wrapper_raw,
+           "seconds": round(time.perf_counter() - t, 3)}
+    log(f"  trigger   {len(x):>8,} events: emulator vs wrapper C-sim {bad.size} mismatches "
+        f"({res['fired_emulator']} fired; threshold raw {fm.threshold})")
+    return res
+
+
 # ------------------------------------------------------------------ driver
 def verify(
     run: str | Path, events: str | Path, *, hls_dir: str | Path | None = None, rtl_dir: str | Path | None = None,
-    n_events: int = 100_000, n_rtl_events: int | None = None, signals: list[Path] = (), log: Callable[[str], None] = print,
+    n_events: int = 100_000, n_rtl_events: int | None = None, n_trigger_events: int = 20_000, signals: list[Path] = (),
+    log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every available stage on ``n_events`` events of ``events`` and compare them (see module doc)."""
+    """Run every available stage on ``n_events`` held-out events of ``events`` and compare them (see
+    module doc). With a trigger wrapper in ``hls_dir``, the emulator's trigger bit (the IR's
+    threshold) is compared with the wrapper's C-simulated bit on ``n_trigger_events`` events."""
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
-    x = art.inputs_from_file(events, stop=n_events)
+    ho = art.held_out(events, n_events)  # the one held-out rule: never a training event
+    x = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
     outs: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
 
@@ -171,8 +193,9 @@ def verify(
         fmodel = None
     stage("keras", lambda: art.model.predict(x, batch_size=16384, verbose=0))
     fm = None
+    trigger_check: dict[str, Any] | None = None
     if hls_dir:
-        from trigger_ml.emulate.engine import Emulator
+        from trigger_ml.emulate import Emulator
         from trigger_ml.firmware.hls import csim_predict
         from trigger_ml.scoring import load_firmware
 
@@ -181,6 +204,8 @@ def verify(
         emu = Emulator(fm)
         # float64 in → float64 out: exact for score types wider than float32's 24-bit mantissa
         stage("emulator", lambda: emu.predict(x.astype(np.float64)))
+        if fm.threshold is not None:  # the trigger bit: emulator (IR threshold) vs the wrapper's C simulation
+            trigger_check = _compare_trigger_bits(Path(hls_dir), fm, emu, x[:n_trigger_events], log)
     if rtl_dir:
         from trigger_ml.firmware import rtl
 
@@ -197,7 +222,12 @@ def verify(
         "run": str(run), "events": str(events), "n_events": len(x), "stages": list(outs),
         "seconds": {k: round(v, 3) for k, v in times.items()},
         "events_per_s": {k: round(len(outs[k]) / v) for k, v in times.items() if v > 0},
-        "exact_pairs": pairs, "total_mismatches": int(sum(p.get("mismatches", 0) for p in pairs.values())),
+        "background": ho.note,
+        "exact_pairs": pairs,
+        "total_mismatches": int(sum(p.get("mismatches", 0) for p in pairs.values()))
+        + int((trigger_check or {}).get("mismatches", 0))
+        + int(bool(trigger_check) and trigger_check["threshold_raw_ir"] != trigger_check["threshold_raw_wrapper"]),
+        "trigger_bit": trigger_check,
     }
     if "float" in outs:
         res["quantized_vs_float"] = compare_statistical(outs["float"], outs["keras"])
@@ -227,7 +257,5 @@ def _tpr_shift(art, fmodel, x_bkg: np.ndarray, signals: list[Path], n_events: in
 
 
 def write_report(res: dict[str, Any], path: str | Path) -> Path:
-    """Write the verification report JSON."""
-    p = Path(path)
-    p.write_text(json.dumps(res, indent=2))
-    return p
+    """Write the verification report JSON (atomically)."""
+    return write_json_atomic(path, res, indent=2)

@@ -1,50 +1,37 @@
-"""Stage ``convert``: a trained model artifact → firmware project (hls4ml HLS or da4ml RTL).
+"""Stage ``convert``: a trained model artifact → firmware project (hls4ml HLS or da4ml/alkaid RTL).
 
 Every firmware directory also carries what the downstream stages need without TensorFlow:
-``firmware_model.json`` (the FirmwareModel IR built from the converted hls4ml graph — HLS flavour),
-``preprocessing.json`` and ``input_info.json`` (events → firmware inputs), and ``source_run.json``
-(the artifact it came from, with the model file hash).
+``firmware_model.json`` (the FirmwareModel IR built from the converted hls4ml graph — HLS flavour,
+with the score output and the threshold the trigger wrapper was built with), ``preprocessing.json``
+and ``input_info.json`` (events → firmware inputs), and ``source_run.json`` (the artifact it came
+from, with the model file hash). For the HLS flavour all of them appear in the same atomic rename
+as the project itself.
 
-A threshold can be given as a score value (``threshold``) or as a target rate (``rate_khz``); a rate
-is calibrated on background with the quantized model's scores — bit-exact with the firmware — and
-the chosen value is a score the model actually produces, so it is exactly representable.
+What to build is one :class:`~trigger_ml.firmware.spec.FirmwareSpec`. A threshold is a score value
+(``threshold``) or a target rate (``rate_khz``); a rate is calibrated on the model's held-out
+background (:func:`trigger_ml.train.held_out_background`) with the firmware's own integer scores
+(the bit-exact emulator of the converted graph) by :func:`trigger_ml.core.threshold.calibrate_threshold`,
+so the wrapper, the IR and every later stage use the same integer.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import numpy as np
 
-from trigger_ml.core.constants import (
-    BX_RATE_HZ,
-    INPUT_INFO_FILE,
-    IR_FILE,
-    PREPROCESSING_FILE,
-    SOURCE_RUN_FILE,
-)
+from trigger_ml.core.artifacts import sha256_file
+from trigger_ml.core.constants import INPUT_INFO_FILE, IR_FILE, MODEL_FILE, PREPROCESSING_FILE, SOURCE_RUN_FILE
 from trigger_ml.core.errors import ArtifactError, ConfigError
+from trigger_ml.core.fixed import FixedType
+from trigger_ml.core.threshold import Threshold, calibrate_threshold
+from trigger_ml.firmware.spec import FLAVORS, FirmwareSpec
 
-FLAVORS = ("hls", "verilog", "vhdl")
-IR_FILE = IR_FILE
-
-
-def _background_scores(art, data: Path, n: int) -> np.ndarray:
-    x = art.inputs_from_file(data, stop=n)
-    return np.asarray(art.model.predict(x, batch_size=16384, verbose=0), np.float64).reshape(len(x), -1)[:, 0]
-
-
-def calibrate_rate_threshold(art, data: Path, rate_khz: float, bx_rate_hz: float = BX_RATE_HZ, n_events: int = 200_000) -> float:
-    """Score value whose background rate (score > value) is the largest not above ``rate_khz``."""
-    s = np.sort(_background_scores(art, data, n_events))
-    allowed = int(np.floor(rate_khz * 1e3 / bx_rate_hz * len(s)))
-    if allowed < 1:
-        raise ConfigError(f"rate {rate_khz} kHz needs more than {len(s):,} background events to calibrate "
-                          f"(FPR {rate_khz * 1e3 / bx_rate_hz:.2g}); give more events or a threshold")
-    return float(s[len(s) - allowed - 1])
+__all__ = ["FLAVORS", "FirmwareSpec", "convert_run"]
 
 
 def _copy_run_files(run: Path, out: Path, model_sha: str) -> None:
@@ -53,85 +40,132 @@ def _copy_run_files(run: Path, out: Path, model_sha: str) -> None:
     (out / SOURCE_RUN_FILE).write_text(json.dumps({"run": str(run.resolve()), "model_sha256": model_sha}))
 
 
+def _ir_score(fm, flat: int) -> tuple[str, int]:
+    """(IR output name, index) of the flat output index ``flat``."""
+    off = 0
+    for o in fm.outputs:
+        if flat < off + o.size:
+            return o.name, flat - off
+        off += o.size
+    raise ArtifactError(f"score index {flat} beyond the {off} output values of the firmware")
+
+
+def _rate_calibration(art, spec: FirmwareSpec, data: Path | None, log: Callable[[str], None]):
+    """(ModelGraph, score type) → Threshold at ``spec.rate_khz``, from the firmware's integer scores."""
+    from trigger_ml import ir
+    from trigger_ml.emulate import Emulator
+    from trigger_ml.firmware.hls import _score_of
+
+    def calibrate(hls_model, score_t: FixedType) -> Threshold:
+        ho = art.held_out(data, spec.calibration_events)
+        fm = ir.from_hls_model(hls_model)
+        name, idx = _ir_score(fm, _score_of(hls_model, spec.score_output)[2])
+        emu = Emulator(fm.with_score(name, idx))
+        raws = []
+        for a in range(ho.start, ho.stop, 262_144):
+            x = art.inputs_from_file(ho.path, start=a, stop=min(a + 262_144, ho.stop))
+            # float64 in → exact float64 values (score types up to 53 bits: the wrapper refuses wider)
+            raws.append(np.ldexp(np.asarray(emu.score(x.astype(np.float64)), np.float64), score_t.frac).astype(np.int64))
+        thr = calibrate_threshold(np.concatenate(raws), score_t, spec.rate_khz, spec.bx_rate_hz)
+        log(f"threshold for {spec.rate_khz:g} kHz at {spec.bx_rate_hz / 1e6:g} MHz: score > {thr.value:.6g} "
+            f"(raw {thr.raw}; {thr.n_pass} of {thr.n_total:,} held-out background events fire: {ho.note})")
+        return thr
+
+    return calibrate
+
+
 def convert_run(
     run: str | Path,
     out: str | Path,
+    spec: FirmwareSpec | None = None,
     *,
-    flavor: str = "hls",
-    backend: str = "Vitis",
-    part: str | None = None,
-    clock_ns: float = 5.0,
-    strategy: str = "Latency",
-    reuse_factor: int | Mapping[str, int] = 1,
-    threshold: float | None = None,
-    rate_khz: float | None = None,
-    bx_rate_hz: float = BX_RATE_HZ,
-    latency_cutoff: float = 5.0,
     data: str | Path | None = None,
-    tb_events: int = 1000,
     force: bool = False,
     log: Callable[[str], None] = print,
+    **knobs: Any,
 ) -> dict[str, Any]:
-    """Convert the model artifact ``run`` into a firmware project at ``out``; return a summary dict."""
-    import time
+    """Convert the model artifact ``run`` into a firmware project at ``out``; return a summary dict.
 
-    from trigger_ml.core.artifacts import sha256_file
-    from trigger_ml.train import MODEL_FILE, load_artifact
+    ``spec`` says what to build (or give its fields as keyword arguments: ``flavor='verilog'``,
+    ``rate_khz=5``, ...). ``data``: background events for the rate calibration (default: the
+    training file, held-out part) and the test vectors."""
+    from trigger_ml.train import load_artifact
 
-    if flavor not in FLAVORS:
-        raise ConfigError(f"flavor {flavor!r} unknown; choose one of {', '.join(FLAVORS)}")
+    if spec is None:
+        spec = FirmwareSpec.make(**knobs)
+    elif knobs:
+        spec = FirmwareSpec.make(**(spec.model_dump() | knobs))
     run, out = Path(run), Path(out)
     if out.exists() and not force:
         raise ArtifactError(f"{out}: exists; pass --force to overwrite")
     art = load_artifact(run)
-    data = Path(data) if data else Path(art.manifest["inputs"]["data"]["path"])
-    if rate_khz is not None:
-        threshold = calibrate_rate_threshold(art, data, rate_khz, bx_rate_hz)
-        log(f"threshold for {rate_khz:g} kHz at {bx_rate_hz / 1e6:g} MHz: score > {threshold:.6g}")
+    data = Path(data) if data else None
     model_sha = sha256_file(run / MODEL_FILE)
     t0 = time.perf_counter()
-    if flavor == "hls":
-        from trigger_ml import ir
-        from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.firmware import hls
+    if spec.flavor == "hls":
+        return _convert_hls(run, out, spec, art, data, model_sha, force, log, t0)
+    if spec.has_trigger:
+        raise ConfigError(f"the {spec.flavor} flavour has no trigger-bit wrapper; convert without --threshold/"
+                          "--rate-khz (working points come from `trigger-ml emulate` on the RTL directory)")
+    from trigger_ml.firmware import rtl
 
-        x_tb = art.inputs_from_file(data, stop=tb_events) if art.config.kind != "classifier" else None
-        if x_tb is None:
-            from trigger_ml.data.jets import load_jets
-            from trigger_ml.train import model_inputs
+    proj = rtl.build_rtl(art.model, out, flavor=spec.flavor, latency_cutoff=spec.latency_cutoff,
+                         clock_ns=spec.clock_ns, force=force)
+    _copy_run_files(run, out, model_sha)
+    t_conv = time.perf_counter() - t0
+    log(f"wrote {spec.flavor} RTL project {out}: pipeline depth {proj.latency_cycles} cycles at {spec.clock_ns} ns "
+        f"({t_conv:.1f} s)")
+    return {"flavor": spec.flavor, "path": str(out), "latency_cycles": proj.latency_cycles, "clock_ns": spec.clock_ns,
+            "latency_cutoff": spec.latency_cutoff, "seconds": round(t_conv, 2), "threshold": None,
+            "spec": spec.model_dump()}
 
-            x_tb = model_inputs(art.config, art.preprocessing, art.input_info, load_jets(data)[0][:tb_events])
-        project, hls_model = hls.convert(
-            run / MODEL_FILE, out, backend=backend, part=part, clock_ns=clock_ns, strategy=strategy,
-            reuse_factor=reuse_factor, threshold=threshold, tb_inputs=x_tb, force=force,
-        )
-        t_conv = time.perf_counter() - t0
-        fm = ir.from_hls_model(hls_model, threshold=_raw_threshold(project.threshold))
-        fm.save(out / IR_FILE)
+
+def _convert_hls(run, out, spec, art, data, model_sha, force, log, t0) -> dict[str, Any]:
+    from trigger_ml import ir
+    from trigger_ml.emulate import Emulator
+    from trigger_ml.firmware import hls
+
+    tb_src = data or Path(art.manifest["inputs"]["data"]["path"])
+    if art.config.kind != "classifier":
+        x_tb = art.inputs_from_file(tb_src, stop=spec.tb_events)
+    else:
+        from trigger_ml.data.jets import load_jets
+        from trigger_ml.train import model_inputs
+
+        x_tb = model_inputs(art.config, art.preprocessing, art.input_info, load_jets(tb_src)[0][:spec.tb_events])
+    if spec.rate_khz is not None:
+        threshold = _rate_calibration(art, spec, data, log)
+    else:
+        threshold = spec.threshold
+    checked: dict[str, Any] = {}
+
+    def finalize(tmp: Path, hls_model, thr: dict | None) -> None:
+        """Inside the atomic directory: the IR (score + threshold), the emulator check, run files."""
+        fm = ir.from_hls_model(hls_model)
+        if thr is not None:
+            name, idx = _ir_score(fm, int(thr["score_flat_index"]))
+            fm = fm.with_score(name, idx, int(thr["raw"]))
+        elif sum(o.size for o in fm.outputs) == 1:
+            fm = fm.with_score(fm.outputs[0].name, 0)
+        fm.save(tmp / IR_FILE)
         # the emulator must reproduce the C-simulation test vectors written into the project
-        expected = hls.read_tb_file(out / "tb_data" / "tb_output_predictions.dat")
+        expected = hls.read_tb_file(tmp / "tb_data" / "tb_output_predictions.dat")
         got = np.asarray(Emulator(fm).predict(x_tb), np.float64).reshape(expected.shape)
         n_bad = int((got != expected).sum())
         if n_bad:
             raise ArtifactError(f"{out}: emulator differs from the C-simulation on {n_bad} test-vector values; "
                                 f"run `trigger-ml verify` to localize the mismatch")
-        _copy_run_files(run, out, model_sha)
-        summary = {"flavor": "hls", "path": str(out), "backend": project.backend, "part": project.part,
-                   "clock_ns": clock_ns, "threshold": project.threshold, "seconds": round(t_conv, 2),
-                   "tb_events": len(x_tb), "tb_emulator_mismatches": n_bad}
-        log(f"wrote hls4ml {project.backend} project {out} ({t_conv:.1f} s incl. C-sim build; "
-            f"emulator == C-sim on {len(x_tb)} test vectors)")
-        return summary
-    from trigger_ml.firmware import rtl
+        _copy_run_files(run, tmp, model_sha)
+        checked["mismatches"] = n_bad
 
-    proj = rtl.build_rtl(art.model, out, flavor=flavor, latency_cutoff=latency_cutoff, clock_ns=clock_ns, force=force)
-    _copy_run_files(run, out, model_sha)
+    project, _ = hls.convert(
+        run / MODEL_FILE, out, backend=spec.backend, part=spec.part, clock_ns=spec.clock_ns, strategy=spec.strategy,
+        reuse_factor=spec.reuse_factor, threshold=threshold, score_output=spec.score_output, tb_inputs=x_tb,
+        force=force, finalize=finalize,
+    )
     t_conv = time.perf_counter() - t0
-    log(f"wrote da4ml {flavor} project {out}: pipeline depth {proj.latency_cycles} cycles at {clock_ns} ns "
-        f"({t_conv:.1f} s)")
-    return {"flavor": flavor, "path": str(out), "latency_cycles": proj.latency_cycles, "clock_ns": clock_ns,
-            "latency_cutoff": latency_cutoff, "seconds": round(t_conv, 2), "threshold": threshold}
-
-
-def _raw_threshold(thr: dict | None) -> int | None:
-    return None if not thr else int(thr["raw"])
+    log(f"wrote hls4ml {project.backend} project {out} ({t_conv:.1f} s incl. C-sim build; "
+        f"emulator == C-sim on {len(x_tb)} test vectors)")
+    return {"flavor": "hls", "path": str(out), "backend": project.backend, "part": project.part,
+            "clock_ns": spec.clock_ns, "threshold": project.threshold, "seconds": round(t_conv, 2),
+            "tb_events": len(x_tb), "tb_emulator_mismatches": checked.get("mismatches"), "spec": spec.model_dump()}

@@ -52,12 +52,9 @@ nothing behind, an existing ``out_dir`` is replaced only with ``force``. It adds
 
 Threshold rule
 --------------
-The score type is the hls4ml type of the score output, ``fixed<W,I>`` with F = W - I fractional
-bits (LSB = 2^-F). The float threshold t is rounded *down* onto that grid:
-``thr = floor(t * 2^F) * 2^-F`` (``raw = floor(t * 2^F)``). For every representable score s,
-``s > thr  <=>  s > t`` (if s > thr then s >= thr + LSB > t; the converse holds because thr <= t).
-(Rounding *up* would need ``>=``.) A threshold outside the score range is refused: below the
-minimum the trigger would fire on every event, at or above the maximum never.
+The threshold is placed on the score type's grid by the one threshold module,
+:mod:`trigger_ml.core.threshold` (rounded down, compared with ``>``, range-checked): the same
+integer the IR carries and the emulator compares with.
 """
 
 from __future__ import annotations
@@ -67,7 +64,6 @@ import copy
 import ctypes
 import hashlib
 import io
-import math
 import os
 import re
 import shutil
@@ -76,7 +72,6 @@ import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +84,8 @@ from trigger_ml.core.artifacts import (
     write_manifest,
 )
 from trigger_ml.core.errors import ArtifactError, ConfigError, TriggerMLError
+from trigger_ml.core.fixed import FixedType
+from trigger_ml.core.threshold import Threshold, place_threshold, resolve_score
 
 STAGE = "firmware.hls"
 PROJECT_NAME = "myproject"
@@ -518,97 +515,22 @@ def _expected_rows(expected_fn, x: np.ndarray, n_out: int) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-def _precision_grid(prec) -> tuple[int, Fraction, Fraction, Fraction, str]:
-    """(fractional bits F, lsb, min, max, type string) of an hls4ml fixed/integer precision."""
-    width = int(prec.width)
-    integer = int(getattr(prec, "integer", width))
-    signed = bool(prec.signed)
-    frac = width - integer
-    lsb = Fraction(2) ** -frac
-    if signed:
-        lo, hi = -(Fraction(2) ** (integer - 1)), Fraction(2) ** (integer - 1) - lsb
-    else:
-        lo, hi = Fraction(0), Fraction(2) ** integer - lsb
-    return frac, lsb, lo, hi, str(prec)
-
-
-def quantize_threshold(threshold: float, prec) -> dict[str, Any]:
-    """The trigger threshold on the score type's grid (rule: round down, compare with ``>``).
-
-    Returns ``{"requested", "value", "raw", "frac_bits", "score_type", "rule"}`` where
-    ``value = raw * 2^-frac_bits`` and, for every representable score s,
-    ``s > value <=> s > requested``.
-    """
-    if not isinstance(threshold, (int, float, np.floating, np.integer)) or not math.isfinite(float(threshold)):
-        raise ConfigError(f"threshold must be a finite number, got {threshold!r}")
-    from hls4ml.model.types import FixedPrecisionType, IntegerPrecisionType
-
-    if not isinstance(prec, (FixedPrecisionType, IntegerPrecisionType)):
-        raise ConfigError(f"the score type {prec} is not a fixed-point/integer type; cannot place a threshold on it")
-    frac, lsb, lo, hi, tstr = _precision_grid(prec)
-    if int(prec.width) > 53:
-        raise ConfigError(f"score type {tstr} is wider than 53 bits; the threshold would not be exact as a double")
-    t = Fraction(float(threshold))
-    raw = math.floor(t / lsb)
-    value = raw * lsb
-    if value < lo:
-        raise ConfigError(
-            f"threshold {float(threshold)!r} is below the smallest score {float(lo)!r} of type {tstr}: the trigger "
-            "would fire on every event; choose a threshold inside the score range"
-        )
-    if value >= hi:
-        raise ConfigError(
-            f"threshold {float(threshold)!r} is at or above the largest score {float(hi)!r} of type {tstr}: the "
-            "trigger would never fire; choose a threshold inside the score range"
-        )
-    return {
-        "requested": float(threshold),
-        "value": float(value),
-        "raw": int(raw),
-        "frac_bits": int(frac),
-        "score_type": tstr,
-        "rule": "trigger = score > value, value = floor(requested * 2^frac_bits) * 2^-frac_bits "
-        "(same decision as score > requested for every representable score)",
-    }
-
-
-def _resolve_score(hls_model, score_output: str | None) -> tuple[Any, int, int]:
-    """(output variable, index inside it, flat index across all outputs)."""
+def _score_of(hls_model, score_output: str | None) -> tuple[Any, int, int]:
+    """(output variable, index inside it, flat index across all outputs) of the score, by the one
+    rule of :func:`trigger_ml.core.threshold.resolve_score` (a layer name is accepted for its
+    output variable)."""
     outs = list(hls_model.get_output_variables())
-    offsets, off = {}, 0
-    for v in outs:
-        offsets[v.name] = off
-        off += int(v.size())
-    if score_output is None:
-        if off != 1:
-            names = [f"{v.name}[{int(v.size())}]" for v in outs]
-            raise ConfigError(
-                f"the model has {off} output values ({', '.join(names)}); pass score_output='name' or 'name[i]'"
-            )
-        return outs[0], 0, 0
-    m = re.fullmatch(r"\s*([^\[\]\s]+)\s*(?:\[\s*(\d+)\s*\])?\s*", str(score_output))
-    if not m:
-        raise ConfigError(f"score_output {score_output!r} is not 'name' or 'name[i]'")
-    name, idx = m.group(1), m.group(2)
     by_name = {v.name: v for v in outs}
-    for lname in getattr(hls_model, "outputs", []):
-        with contextlib.suppress(Exception):
-            v = hls_model.graph[lname].get_output_variable()
-            if v.name in by_name:
-                by_name.setdefault(lname, v)
-    if name not in by_name:
-        raise ConfigError(f"score_output {name!r} is not a model output; outputs: {sorted(by_name)}")
-    var = by_name[name]
-    size = int(var.size())
-    if idx is None:
-        if size != 1:
-            raise ConfigError(f"output {name!r} has {size} values; pass score_output='{name}[i]'")
-        i = 0
-    else:
-        i = int(idx)
-        if i >= size:
-            raise ConfigError(f"score_output index {i} out of range for output {name!r} of size {size}")
-    return var, i, offsets[var.name] + i
+    if score_output is not None:
+        m = re.fullmatch(r"\s*([^\[\]\s]+)\s*(\[.*)?", str(score_output))
+        if m and m.group(1) not in by_name:
+            for lname in getattr(hls_model, "outputs", []):
+                with contextlib.suppress(Exception):
+                    v = hls_model.graph[lname].get_output_variable()
+                    if lname == m.group(1) and v.name in by_name:
+                        score_output = v.name + (m.group(2) or "")
+    name, idx, flat = resolve_score([(v.name, int(v.size())) for v in outs], score_output)
+    return by_name[name], idx, flat
 
 
 _PROTO_RE = r"void\s+{name}\s*\((.*?)\)\s*;"
@@ -658,6 +580,14 @@ def _write_trigger_sources(out: Path, hls_model, project_name: str, thr: dict[st
         pragmas.append("#pragma HLS INTERFACE ap_vld port=trigger")
     guard = project_name.upper()
     score_t = var.type.name
+    if thr.get("requested") is not None:
+        origin = f"// Requested (float) threshold: {thr['requested']!r}"
+        req_define = f"#define TRIGGER_THRESHOLD_REQUESTED {thr['requested']!r}\n"
+    else:
+        origin = (f"// Calibrated to {thr.get('target_rate_khz')!r} kHz at {(thr.get('bx_rate_hz') or 0) / 1e6:g} MHz: "
+                  f"{thr.get('n_pass')} of {thr.get('n_total')} held-out background events fire "
+                  "(firmware integer scores, trigger_ml.core.threshold.calibrate_threshold).")
+        req_define = ""
     (fw / "trigger_threshold.h").write_text(
         f"""#ifndef {guard}_TRIGGER_THRESHOLD_H_
 #define {guard}_TRIGGER_THRESHOLD_H_
@@ -667,13 +597,12 @@ def _write_trigger_sources(out: Path, hls_model, project_name: str, thr: dict[st
 // Rule: trigger = score > TRIGGER_THRESHOLD_VALUE, where
 //   TRIGGER_THRESHOLD_VALUE = floor(requested * 2^F) * 2^-F = TRIGGER_THRESHOLD_RAW * 2^-F  (F = frac bits).
 // Rounding down keeps "score > value" identical to "score > requested" for every representable score.
-// Requested (float) threshold: {thr['requested']!r}
+{origin}
 
 #include "defines.h"
 
 typedef {score_t} trigger_score_t;
-#define TRIGGER_THRESHOLD_REQUESTED {thr['requested']!r}
-#define TRIGGER_THRESHOLD_VALUE {_fmt_c(thr['value'])}
+{req_define}#define TRIGGER_THRESHOLD_VALUE {_fmt_c(thr['value'])}
 #define TRIGGER_THRESHOLD_RAW {thr['raw']}LL
 #define TRIGGER_THRESHOLD_FRAC_BITS {thr['frac_bits']}
 #define TRIGGER_SCORE_INDEX {idx}
@@ -915,7 +844,7 @@ def convert(
     io_type: str = "io_parallel",
     strategy: str = "Latency",
     reuse_factor: int | Mapping[str, int] = 1,
-    threshold: float | None = None,
+    threshold: float | Threshold | Callable[[Any, FixedType], Threshold] | None = None,
     score_output: str | None = None,
     tb_inputs: np.ndarray | None = None,
     expected_fn: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -923,6 +852,7 @@ def convert(
     project_name: str = PROJECT_NAME,
     hls_config: Mapping[str, Any] | None = None,
     compile: bool = True,  # noqa: A002 - mirrors hls4ml's ModelGraph.compile
+    finalize: Callable[[Path, Any, dict | None], None] | None = None,
 ) -> tuple[HLSProject, Any]:
     """Write a complete, bit-exact hls4ml project for ``model`` into ``out_dir`` (atomically).
 
@@ -932,8 +862,11 @@ def convert(
     hls4ml config merged over :func:`hls_config_for`. ``compile``: build hls4ml's C simulation
     library (needed when ``tb_inputs`` is given without ``expected_fn``; when both ``compile`` and
     ``expected_fn`` are given the C simulation is checked against ``expected_fn`` exactly).
-    The threshold/trigger bit needs Vitis/Vivado with io_parallel. Returns (HLSProject, ModelGraph);
-    the ModelGraph's output directory is ``out_dir``.
+    The threshold/trigger bit needs Vitis/Vivado with io_parallel; ``threshold`` is a score value, a
+    :class:`~trigger_ml.core.threshold.Threshold` (its raw integer), or a callable
+    ``(ModelGraph, score FixedType) -> Threshold`` (e.g. a rate calibration), all placed by the one
+    threshold rule. ``finalize(tmp_dir, ModelGraph, threshold dict)`` may add files before the
+    atomic rename. Returns (HLSProject, ModelGraph); the ModelGraph's output directory is ``out_dir``.
     """
     backend = _norm_backend(backend)
     strategy_n = _norm_strategy(strategy)
@@ -995,9 +928,21 @@ def convert(
 
         thr, score, hls_top = None, None, project_name
         if threshold is not None:  # resolved before the (slow) compile so that a bad score/threshold fails fast
-            score = _resolve_score(hls_model, score_output)
+            score = _score_of(hls_model, score_output)
             var, idx, flat_idx = score
-            thr = quantize_threshold(threshold, var.type.precision)
+            score_t = FixedType.from_hls4ml(var.type.precision)
+            if callable(threshold):  # e.g. calibrated to a rate with the firmware's own integer scores
+                t_obj = threshold(hls_model, score_t)
+            elif isinstance(threshold, Threshold):
+                t_obj = place_threshold(score_t, raw=threshold.raw)
+                t_obj = Threshold(**{**threshold.__dict__, "raw": t_obj.raw, "frac": t_obj.frac,
+                                     "score_type": t_obj.score_type})
+            else:
+                t_obj = place_threshold(score_t, threshold)
+            if score_t.width > 53:
+                raise ConfigError(f"score type {score_t.to_hls()} is wider than 53 bits; the threshold would not be "
+                                  "exact as a double")
+            thr = t_obj.to_json() | {"frac_bits": t_obj.frac}
             hls_top = f"{project_name}_trigger"
             thr.update(
                 {
@@ -1085,6 +1030,8 @@ def convert(
             "tb_files": [_TB_INPUT, _TB_OUTPUT] if x is not None else [],
         }
         figures["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
+        if finalize is not None:  # the caller's files (IR, preprocessing, ...) land in the same atomic rename
+            finalize(tmp, hls_model, thr)
         write_manifest(tmp, STAGE, {"model": model_path} if model_path is not None else {}, config, figures)
         _relocate_yml(tmp, out_dir)
 
@@ -1248,7 +1195,6 @@ __all__ = [
     "layer_precisions",
     "load_project",
     "model_weights_sha256",
-    "quantize_threshold",
     "read_tb_file",
     "trigger_csim",
     "write_tb_file",

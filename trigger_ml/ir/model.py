@@ -2,7 +2,7 @@
 
 The IR is built from the *converted* hls4ml ``ModelGraph`` (after every optimizer pass of the
 backend flow: the deployment truth), never from the Keras model.  It is the contract between the
-converter, the bit-exact emulator (:mod:`trigger_ml.emulate.engine`), the verifier and the reports.
+converter, the bit-exact emulator (:mod:`trigger_ml.emulate`), the verifier and the reports.
 Nothing in this module imports TensorFlow, Keras or hls4ml at import time; only
 :func:`from_hls_model` imports hls4ml, lazily.
 
@@ -103,7 +103,8 @@ import numpy as np
 
 from trigger_ml.core.artifacts import write_text_atomic
 from trigger_ml.core.errors import ArtifactError, TriggerMLError, UnsupportedLayerError
-from trigger_ml.core.fixed import FixedType, from_float
+from trigger_ml.core.fixed import FixedType
+from trigger_ml.core.threshold import Threshold, place_threshold
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "KINDS", "TensorSpec", "Layer", "ScoreSpec", "FirmwareModel"]
 
@@ -413,16 +414,29 @@ class FirmwareModel:
         return next(o.type for o in self.outputs if o.name == self.score.output)
 
     def with_score(self, output: str | None = None, index: int = 0, threshold: int | float | None = None) -> FirmwareModel:
-        """A copy with the anomaly score (default: the only/first output) and optional threshold.
+        """A copy with the anomaly score ``output[index]`` (default: the first output) and a threshold.
 
-        ``threshold`` is a raw integer of the score type; a float is converted with truncation
-        (``floor(t * 2**frac)``) which keeps ``score > threshold`` decisions identical."""
+        ``threshold`` is a raw integer of the score type, or a value placed on the score grid by the
+        one threshold rule (:func:`trigger_ml.core.threshold.place_threshold`: rounded down, which
+        keeps every ``score > threshold`` decision, range-checked)."""
         if output is None:
             output = self.outputs[0].name
         score = ScoreSpec(output, int(index))
         tmp = FirmwareModel(self.name, self.inputs, self.outputs, self.layers, score, None, self.meta)
-        thr = _threshold_raw(threshold, tmp.score_type)
+        thr = None
+        if threshold is not None:
+            if isinstance(threshold, (int, np.integer)) and not isinstance(threshold, bool):
+                thr = place_threshold(tmp.score_type, raw=int(threshold)).raw
+            else:
+                thr = place_threshold(tmp.score_type, threshold).raw
         return FirmwareModel(self.name, self.inputs, self.outputs, self.layers, score, thr, self.meta)
+
+    @property
+    def trigger_threshold(self) -> Threshold | None:
+        """The firmware threshold as a :class:`~trigger_ml.core.threshold.Threshold` (None without one)."""
+        if self.threshold is None:
+            return None
+        return Threshold(self.threshold, self.score_type.frac, self.score_type.to_hls())
 
     # -- serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -511,21 +525,5 @@ class FirmwareModel:
             lines.append(f"  score: {self.score.output}[{self.score.index}] threshold={self.threshold}")
         return "\n".join(lines)
 
-
-def _threshold_raw(threshold, t: FixedType | None) -> int | None:
-    if threshold is None:
-        return None
-    if isinstance(threshold, bool):
-        raise TriggerMLError(f"threshold must be a number, got {threshold!r}")
-    if isinstance(threshold, (int, np.integer)):
-        return int(threshold)
-    if isinstance(threshold, (float, np.floating)):
-        if t is None:
-            raise TriggerMLError("a float threshold needs a score output to convert it")
-        if not math.isfinite(float(threshold)):
-            raise TriggerMLError(f"threshold must be finite, got {threshold!r}")
-        tt = FixedType(64, 64 - t.frac, True, "TRN", "SAT")
-        return int(from_float(np.array([float(threshold)]), tt)[0])
-    raise TriggerMLError(f"threshold must be an int (raw) or a float, got {type(threshold).__name__}")
 
 

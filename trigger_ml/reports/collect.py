@@ -22,7 +22,9 @@ Report layout (every section is either ``{"status": "ok", ...}`` or
                        FPR 1e-5 / 1e-4 / target rate; ROC curves and score histograms for plots
       "implementation": {"figures": [{flavour, figure, value, unit, source, kind}, ...],
                          "table":   [{flavour, figure, unit, parsed: [...], measured: [...],
-                                      estimated: [...]}, ...]}      # three sources side by side
+                                      estimated: [...]}, ...],      # three sources side by side
+                         "absent_sources": [{kind, reason}, ...],  # e.g. what is not measured + the command
+                         "measurements": {flavour: {status, file, command}}}   # measurements.json read
       "analytic":      per-layer rows of the analytic hls4ml Latency model
       "budget":        {"budget_ns", "budget_bx", "primary", "profiles": {flavour: profile}}
       "bitwidths":     per-layer weight / bias / accumulator / result widths
@@ -31,7 +33,8 @@ Report layout (every section is either ``{"status": "ok", ...}`` or
     }
 
 Figure sources follow one vocabulary: ``parsed (<tool> csynth)`` / ``parsed (Vivado synth)``
-(vendor reports), ``measured (yosys ...)`` / ``measured (verilator)`` (open tools run here),
+(vendor reports), ``measured (yosys ...)`` / ``measured (Verilator)`` (open tools, run by ``trigger-ml
+measure`` and read here from ``measurements.json``: the report itself never runs a tool),
 ``estimated (EBOPs)`` / ``estimated (analytic hls4ml Latency model)`` / ``estimated (da4ml)``.
 The default latency budget is 2 bunch crossings = 50 ns, the CMS Level-1 Global Trigger
 allotment for an algorithm.
@@ -43,7 +46,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,7 @@ import numpy as np
 from trigger_ml.core.constants import (
     DEFAULT_PART,
     IR_FILE,
+    MEASUREMENTS_FILE,
     RTL_MANIFEST_FILE,
     SOURCE_RUN_FILE,
 )
@@ -299,64 +302,48 @@ def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60) -> dic
     }
 
 
-def _firmware_scorer(hls: Path | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
-    if hls is None:
-        return None, "no hls4ml firmware directory"
-    fm_path = hls / IR_FILE
-    if not fm_path.is_file():
-        return None, f"{fm_path} not found (the firmware IR is written by the conversion stage)"
+def _firmware_scorer(fw: Path | None) -> tuple[Callable[[np.ndarray], np.ndarray] | None, str]:
+    """Score values of model inputs by the firmware (any firmware directory), or (None, why not)."""
+    if fw is None:
+        return None, "no firmware directory"
+    from trigger_ml.scoring import FirmwareScorer
+
     try:
-        from trigger_ml.emulate.engine import Emulator
-        from trigger_ml.ir import FirmwareModel
-    except Exception as err:  # noqa: BLE001 - emulator may be unavailable
-        return None, f"bit-exact emulator unavailable ({_reason(err)})"
-    fm = FirmwareModel.load(fm_path)
-    emu = Emulator(fm)
-
-    def score(x: np.ndarray) -> np.ndarray:
-        if fm.score is not None:
-            return np.asarray(emu.score(x), dtype=np.float64)
-        out = emu.predict(x)
-        out = out[0] if isinstance(out, list) else out
-        return np.asarray(out, dtype=np.float64).reshape(len(x), -1)[:, 0]
-
-    return score, ""
+        scorer = FirmwareScorer(fw)
+        scorer.score_type  # noqa: B018 - load now, so that a broken directory is reported here
+    except TriggerMLError as err:
+        return None, _reason(err)
+    return scorer.values_of_inputs, ""
 
 
-def _metrics_section(
-    run: Path | None, hls: Path | None, signals: Sequence[Path], background: Path | None,
+def trigger_metrics(
+    run: Path | None, fw: Path | None, signals: Sequence[Path], background: Path | None,
     max_events: int | None, target_rate_khz: float | None,
 ) -> dict[str, Any]:
+    """Physics of the trigger per signal for the float twin, the quantized model and the firmware
+    (``fw``: any firmware directory): AUC, TPR at FPR 1e-5/1e-4 and at ``target_rate_khz``, ROC
+    points and score histograms, on the model's held-out background (the one held-out rule). The
+    demo's ``metrics.json`` and the report both come from this function."""
     if not signals:
         return absent("no signal files given (pass signals=[...] / --signal to evaluate the trigger performance)")
     if run is None:
         return absent("physics metrics need the model run directory (preprocessing and Keras models)")
     from trigger_ml.core.metrics import BX_RATE_HZ, signal_metrics
-    from trigger_ml.data import adc2021
     from trigger_ml.evaluate import _scores
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
     if art.config.kind == "classifier":
         return absent(f"{art.config.name} is a classifier; the report's trigger metrics are for anomaly scores")
-    if background is None:
-        data = Path(art.manifest["inputs"]["data"]["path"])
-        n_all = adc2021.count_events(data)
-        used = art.config.training.max_events or n_all
-        b_start = int(used * (1 - art.config.training.validation_split))
-        stop = min(n_all, b_start + max_events) if max_events else None
-        b_note = f"{data} events {b_start:,}-{stop or n_all:,} (not used for fitting)"
-        background = data
-    else:
-        b_start, stop = 0, max_events
-        b_note = str(background)
-    xb = art.inputs_from_file(background, start=b_start, stop=stop)
+    ho = art.held_out(background, max_events)  # the one held-out rule, as evaluate/emulate/demo
+    b_note = ho.note
+    xb = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
 
     models: dict[str, Callable[[np.ndarray], np.ndarray]] = {"quantized": lambda x: _scores(art.model, x)}
     sources = {
         "float": "evaluated (Keras float twin)",
         "quantized": "evaluated (Keras HGQ2 quantized model)",
-        "firmware": "emulated (bit-exact firmware emulator)",
+        "firmware": "emulated (bit-exact firmware scorer: hls4ml IR emulator or RTL graph interpreter)",
     }
     notes = []
     try:
@@ -364,7 +351,7 @@ def _metrics_section(
         models = {"float": lambda x: _scores(fmodel, x), **models}
     except ArtifactError as err:
         notes.append(f"float twin unavailable: {_reason(err)}")
-    fw, why = _firmware_scorer(hls)
+    fw, why = _firmware_scorer(fw)
     if fw is not None:
         models["firmware"] = fw
     else:
@@ -422,28 +409,15 @@ def _hls_info(hls: Path | None) -> dict[str, Any] | None:
     return man.get("config") or {}
 
 
-def _firmware_model(hls: Path | None, run: Path | None, convert_for_estimate: bool, clock_ns: float,
-                    notes: list[str]) -> tuple[Any, str]:
-    """The FirmwareModel of the HLS project (firmware_model.json), else one converted from the run's model."""
+def _firmware_model(hls: Path | None, run: Path | None) -> tuple[Any, str]:
+    """The FirmwareModel of the HLS project (``firmware_model.json``); the report never runs hls4ml."""
     from trigger_ml.ir import FirmwareModel
 
     if hls is not None and (hls / IR_FILE).is_file():
         return FirmwareModel.load(hls / IR_FILE), f"firmware IR ({hls / IR_FILE})"
-    if not convert_for_estimate or run is None:
-        raise ArtifactError(
-            "no firmware_model.json in the HLS directory"
-            + ("" if run is None else " and conversion of the run's model was disabled")
-        )
-    from trigger_ml.firmware.hls import convert
-    from trigger_ml.ir import from_hls_model
-    from trigger_ml.train import load_artifact
-
-    art = load_artifact(run)
-    with tempfile.TemporaryDirectory(prefix="trigger_ml_report_hls_") as tmp:
-        _, graph = convert(art.model, Path(tmp) / "prj", compile=False, clock_ns=clock_ns)
-        fm = from_hls_model(graph)
-    notes.append("firmware IR built by converting the run's model with hls4ml (io_parallel, Latency) for the estimate")
-    return fm, f"firmware IR (hls4ml conversion of {run / 'model.keras'})"
+    where = f"in {hls}" if hls is not None else "(no hls4ml firmware directory)"
+    how = f"; write it with `trigger-ml convert {run} --out <dir>`" if run is not None else ""
+    raise ArtifactError(f"no {IR_FILE} {where}: the report reads the firmware IR, it does not run hls4ml{how}")
 
 
 def _bitwidths_from_ir(fm) -> list[dict[str, Any]]:
@@ -488,20 +462,71 @@ def _bitwidths_from_precisions(prec: dict[str, dict[str, str]]) -> list[dict[str
     return rows
 
 
-def _run_synth(rtl: Path, family: str, timeout_s: float) -> Any:
-    from trigger_ml.reports.measure import synthesize
+def _measured_figures(flavour: str, d: Path, clock: tuple[float, str]) -> dict[str, Any]:
+    """Figures recorded by ``trigger-ml measure`` in ``d/measurements.json`` (read only, no tool runs).
 
-    man = _read_json(rtl / RTL_MANIFEST_FILE) or {}
-    flavor = man.get("flavor", "verilog")
-    if flavor != "verilog":
-        raise TriggerMLError(f"{rtl} is a {flavor} project; Yosys (no GHDL frontend here) needs the Verilog flavour")
-    return synthesize(rtl, man.get("top", "model"), family=family, timeout_s=timeout_s)
+    Returns ``{"figures", "synth" (resource counts for the calibration), "cycles" (Verilator
+    latency), "missing" (one line: what is not measured and the command that measures it, or
+    None), "status"}``.
+    """
+    from trigger_ml.measure import find_project, read_measurements
 
-
-def _run_verilator(rtl: Path) -> int:
-    from trigger_ml.firmware.rtl import measure_latency_cycles
-
-    return int(measure_latency_cycles(rtl))
+    cmd = f"trigger-ml measure {d}"
+    out: dict[str, Any] = {"figures": [], "synth": None, "cycles": None, "missing": None, "status": "absent",
+                           "file": str(d / MEASUREMENTS_FILE), "command": cmd}
+    try:
+        m = read_measurements(d)
+    except TriggerMLError as err:
+        out.update(status="unreadable", missing=f"{flavour}: {_reason(err)}")
+        return out
+    if m is None:
+        if flavour == "hls4ml":
+            try:  # an hls4ml project is measurable only with the Verilog of a vendor HLS synthesis
+                if find_project(d).rtl_dir is None:
+                    out["status"] = "not measurable"
+                    return out
+            except TriggerMLError:
+                out["status"] = "not measurable"
+                return out
+        out["missing"] = (f"{flavour} resources and latency not measured (no {MEASUREMENTS_FILE} in {d}); "
+                          f"measure them with `{cmd}`")
+        return out
+    if m.get("stale"):
+        out.update(status="stale", missing=(
+            f"{flavour}: {d / MEASUREMENTS_FILE} describes an earlier version of the design (design hash changed); "
+            f"measure again with `{cmd}`"))
+        return out
+    not_measured: list[str] = []
+    timeout = None
+    for step in ("resources", "latency"):
+        e = m.get(step)
+        if not isinstance(e, dict):
+            not_measured.append(f"{step} not measured")
+            continue
+        if e.get("status") != "measured":
+            not_measured.append(f"{step} {e.get('source') or 'not measured'}")
+            timeout = e.get("timeout_s") or timeout
+            continue
+        figs = e.get("figures") or {}
+        if step == "resources":
+            for name, f in figs.items():
+                out["figures"].append(_fig(flavour, name, f["value"], f.get("unit", name), f.get("source") or e["source"],
+                                           "measured", f.get("note")))
+            out["synth"] = {"luts": (figs.get("LUT") or {}).get("value"), "ffs": (figs.get("FF") or {}).get("value"),
+                            "source": e.get("source")}
+        elif "latency_cycles" in figs:
+            cyc = figs["latency_cycles"]
+            src = cyc.get("source") or e["source"]
+            out["cycles"] = int(cyc["value"])
+            out["latency_source"] = src
+            out["figures"].append(_fig(flavour, "latency_cycles", int(cyc["value"]), "cycles", src, "measured"))
+            out["figures"].append(_fig(flavour, "latency_ns", int(cyc["value"]) * clock[0], "ns", src, "measured",
+                                       f"x clock {clock[0]:g} ns ({clock[1]})"))
+    out["status"] = "measured" if not not_measured else "partly measured"
+    if not_measured and (flavour != "hls4ml" or out["figures"]):
+        how = f"`{cmd} --timeout {2 * float(timeout):g}`" if timeout else f"`{cmd}`"
+        out["missing"] = f"{flavour} {'; '.join(not_measured)}: measure with {how}"
+    return out
 
 
 # ----------------------------------------------------------------------------- main entry
@@ -516,20 +541,30 @@ def collect_report(
     clock_ns: float | None = None,
     signals: Sequence[str | os.PathLike] = (),
     background: str | os.PathLike | None = None,
-    measure: bool = True,
+    measure: bool | None = None,
     max_events: int | None = 100_000,
     target_rate_khz: float | None = 10.0,
-    convert_for_estimate: bool = True,
-    synth_timeout_s: float = 1800.0,
+    convert_for_estimate: bool | None = None,
+    synth_timeout_s: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Collect the report of a run / firmware directory (or their parent); see the module docstring.
 
     ``budget_ns`` wins over ``budget_bx`` (default 2 BX = 50 ns). ``part`` / ``clock_ns`` override
-    what the projects recorded. ``measure`` runs Yosys on the RTL project and Verilator for its
-    latency (slow for large designs; Yosys results are cached). ``max_events`` caps the events
-    read per file for the physics metrics.
+    what the projects recorded. ``max_events`` caps the events read per file for the physics metrics.
+
+    The report only reads: measured figures come from the ``measurements.json`` that
+    ``trigger-ml measure`` (:func:`trigger_ml.measure.measure`) writes next to a firmware project;
+    without it the estimates stand alone and the report says which command measures them. It
+    never runs Yosys, Verilator or hls4ml. ``measure``, ``convert_for_estimate`` and
+    ``synth_timeout_s`` are ignored (kept so that older callers still work).
     """
+    if measure or convert_for_estimate or synth_timeout_s is not None:
+        import warnings
+
+        warnings.warn("collect_report no longer measures or converts (measure=, convert_for_estimate=, "
+                      "synth_timeout_s= are ignored); run `trigger-ml measure <firmware dir>` first",
+                      DeprecationWarning, stacklevel=2)
     say = log or (lambda _msg: None)
     from trigger_ml.reports.budget import BX_NS, resolve_budget_ns
 
@@ -592,7 +627,6 @@ def collect_report(
         return {"name": part_name, "device": p.device, "family": p.family, "totals": p.totals(), "source": part_src}
 
     report["part"] = _section(_part)
-    family = report["part"].get("family", "xcup") if report["part"]["status"] == "ok" else "xcup"
 
     hls_clock = _pick_clock(
         (clock_ns, "given"),
@@ -628,30 +662,25 @@ def collect_report(
     else:
         absent_sources.append({"kind": "parsed", "reason": vendor_err or "no vendor report"})
 
-    # ---- measured (open tools)
+    # ---- measured (open tools, run by `trigger-ml measure`; here only read from measurements.json)
+    say("measurements")
     synth = None
     verilator_cycles = None
-    if rtl is None:
-        absent_sources.append({"kind": "measured", "reason": "no RTL (da4ml) project to synthesise / simulate"})
-    elif not measure:
-        absent_sources.append({"kind": "measured", "reason": "measurement disabled (measure=False / --no-measure)"})
-    else:
-        say("yosys synth_xilinx (cached after the first run)")
-        try:
-            synth = _run_synth(rtl, family, synth_timeout_s)
-            for key, attr in (("LUT", "luts"), ("FF", "ffs"), ("CARRY", "carry"), ("DSP", "dsps"), ("BRAM_18K", "brams")):
-                figures.append(_fig("da4ml", key, int(getattr(synth, attr)), key, synth.source, "measured",
-                                    "CARRY4 cells (Yosys maps carries to CARRY4 even on UltraScale+)" if key == "CARRY" else None))
-        except Exception as err:  # noqa: BLE001
-            absent_sources.append({"kind": "measured", "reason": f"yosys: {_reason(err)}"})
-        say("verilator latency")
-        try:
-            verilator_cycles = _run_verilator(rtl)
-            figures.append(_fig("da4ml", "latency_cycles", verilator_cycles, "cycles", "measured (verilator)", "measured"))
-            figures.append(_fig("da4ml", "latency_ns", verilator_cycles * rtl_clock[0], "ns", "measured (verilator)",
-                                "measured", f"x clock {rtl_clock[0]:g} ns ({rtl_clock[1]})"))
-        except Exception as err:  # noqa: BLE001
-            absent_sources.append({"kind": "measured", "reason": f"verilator: {_reason(err)}"})
+    verilator_source = None
+    measurements: dict[str, Any] = {}
+    for flavour, d, clk in (("hls4ml", hls, hls_clock), ("da4ml", rtl, rtl_clock)):
+        if d is None:
+            continue
+        got = _measured_figures(flavour, d, clk)
+        figures.extend(got["figures"])
+        measurements[flavour] = {k: got[k] for k in ("status", "file", "command")}
+        if got["missing"]:
+            absent_sources.append({"kind": "measured", "reason": got["missing"]})
+        if flavour == "da4ml":
+            synth, verilator_cycles, verilator_source = got["synth"], got["cycles"], got.get("latency_source")
+    if rtl is None and not any(f["kind"] == "measured" for f in figures):
+        absent_sources.append({"kind": "measured", "reason": "no RTL (da4ml) project to measure (convert with "
+                                                             "`trigger-ml convert RUN --flavor verilog`)"})
 
     # ---- estimated
     ebops_fig = None
@@ -664,7 +693,7 @@ def collect_report(
 
     def _analytic() -> dict[str, Any]:
         nonlocal fm, fm_src
-        fm, fm_src = _firmware_model(hls, run, convert_for_estimate, hls_clock[0], notes)
+        fm, fm_src = _firmware_model(hls, run)
         est = E.analytic_hls_estimate(fm, clock_ns=hls_clock[0])
         out = est.to_json()
         out["firmware_model"] = fm_src
@@ -716,6 +745,7 @@ def collect_report(
         "figures": figures,
         "table": _table(figures),
         "absent_sources": absent_sources,
+        "measurements": measurements,
         "clocks": {
             "hls4ml": {"value": hls_clock[0], "unit": "ns", "source": hls_clock[1]},
             "da4ml": {"value": rtl_clock[0], "unit": "ns", "source": rtl_clock[1]},
@@ -728,7 +758,7 @@ def collect_report(
     say("budget")
     report["budget"] = _budget_section(
         figures, budget, est_obj, vendor, hls, rtl, da4ml_figs, verilator_cycles, synth, part_name,
-        report["part"]["status"] == "ok", hls_clock, rtl_clock, BX_NS,
+        report["part"]["status"] == "ok", hls_clock, rtl_clock, BX_NS, verilator_source=verilator_source,
     )
 
     # ---- bit widths
@@ -751,15 +781,18 @@ def collect_report(
         )
         if not rows:
             return absent("no estimate has a measurement of the same design to compare with "
-                          "(needs a vendor report of the HLS project or a Yosys/Verilator run of the RTL project)")
+                          "(needs a vendor report of the HLS project or `trigger-ml measure` of the RTL project)")
+        for r in rows:  # calibrate() labels the Verilator latency generically; use the recorded label
+            if verilator_source and r["measured_source"] == "measured (verilator)":
+                r["measured_source"] = verilator_source
         return {"rows": rows}
 
     report["calibration"] = _section(_calibration)
 
     # ---- metrics (slowest: model inference)
     say("metrics")
-    report["metrics"] = _section(lambda: _metrics_section(
-        run, hls, [Path(s) for s in signals], Path(background) if background else None, max_events, target_rate_khz))
+    report["metrics"] = _section(lambda: trigger_metrics(
+        run, hls or rtl, [Path(s) for s in signals], Path(background) if background else None, max_events, target_rate_khz))
     return _clean(report)
 
 
@@ -800,7 +833,7 @@ def _best(figures: list[dict[str, Any]], flavour: str, name: str, kinds: Sequenc
 
 
 def _budget_section(figures, budget_ns, est, vendor, hls, rtl, da4ml_figs, verilator_cycles, synth, part_name,
-                    part_ok, hls_clock, rtl_clock, bx_ns) -> dict[str, Any]:
+                    part_ok, hls_clock, rtl_clock, bx_ns, verilator_source=None) -> dict[str, Any]:
     from trigger_ml.reports.budget import build_budget_profile
 
     profiles: dict[str, Any] = {}
@@ -843,7 +876,7 @@ def _budget_section(figures, budget_ns, est, vendor, hls, rtl, da4ml_figs, veril
     # da4ml flavour
     if rtl is not None and (verilator_cycles is not None or da4ml_figs):
         if verilator_cycles is not None:
-            cyc, src = int(verilator_cycles), "measured (verilator)"
+            cyc, src = int(verilator_cycles), verilator_source or "measured (Verilator)"
         else:
             cyc, src = int(da4ml_figs["latency_cycles"].value), E.SOURCE_DA4ML
         profiles["da4ml"] = profile("da4ml", [("da4ml pipeline", cyc, src)], rtl_clock, 1)

