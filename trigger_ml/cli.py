@@ -250,8 +250,8 @@ def verify_cmd(
 
 @app.command("emulate")
 def emulate_cmd(
-    firmware: Path = typer.Argument(..., help="hls4ml firmware directory (from convert)."),
-    background: list[Path] = typer.Option(..., "--background", help="Background event files (repeatable)."),
+    firmware: Path = typer.Argument(..., help="Firmware directory from convert: hls4ml project or RTL project."),
+    background: list[Path] = typer.Option(..., "--background", help="Background event files (repeatable); the model's training file is scored only beyond the events training read."),
     signals: list[Path] = typer.Option([], "--signals", help="Signal event files (repeatable)."),
     menu: Optional[str] = typer.Option(None, "--menu", help="Working points NAME=RATE_KHZ,... (default VLoose..VTight)."),
     bx_rate_mhz: float = typer.Option(40.0, "--bx-rate-mhz", help="40 nominal, 28.6 for filled bunches."),
@@ -279,10 +279,18 @@ def emulate_cmd(
         return
     out.print(f"{res['events']:,} events emulated in {res['seconds']} s ({res['events_per_s']:,} events/s, "
               f"{res['scheduler']}); score type {res['score_type']}; reference menu rate {res['reference_menu_rate_khz']:.1f} kHz")
-    sig_names = list(next(iter(res["working_points"].values()))["signals"]) if res["working_points"] else []
+    out.print(f"background: {'; '.join(res['background'])}")
+    ft = res.get("firmware_threshold")
+    if ft:
+        out.print(f"firmware built with threshold {ft['value']:.6g} (raw {ft['raw']}): "
+                  f"{ft['rate_khz_here']:.3g} kHz on this background")
+    sig_names = next((list(r["signals"]) for r in res["working_points"].values() if r["signals"]), [])
     t = Table("WP", "threshold", "rate [kHz]", "pure rate [kHz]", *[f"{s} eff (unique)" for s in sig_names])
     for wp, row in res["working_points"].items():
         th = row["threshold"]
+        if th is None:  # not calibratable on this background (the reason is one line)
+            t.add_row(wp, "-", f"not calibrated: {row['error']}", "-", *["-" for _ in sig_names])
+            continue
         lo, hi = th["rate_interval_khz_68"]
         cells = [f"{row['signals'][s]['efficiency']:.4f} ({row['signals'][s]['unique_efficiency']:.4f})" for s in sig_names]
         t.add_row(wp, f"{th['value']:.6g}", f"{th['rate_khz']:.2f} [{lo:.2f}, {hi:.2f}]", f"{row['pure_rate_khz']:.2f}", *cells)
@@ -291,33 +299,27 @@ def emulate_cmd(
         out.print(f"catalog: {res['catalog']['events']:,} triggered events → {res['catalog']['path']}")
 
 
-class _MeasureStatus:
-    """Progress of `trigger-ml measure` on stderr: a rich status line (spinner, elapsed time, Yosys
-    pass) on a terminal, otherwise a plain line when a step starts and every 30 s."""
+_MEASURE_TOOL = {"resources": "yosys synth_xilinx", "latency": "Verilator"}
 
-    _TOOL = {"resources": "yosys synth_xilinx", "latency": "Verilator"}
 
-    def __init__(self) -> None:
-        self.status = console.status("measuring", spinner="dots") if console.is_terminal else None
-        self.last: tuple[str, float] | None = None
+def _measure_progress():
+    """(context, callback) showing `trigger-ml measure` progress on stderr: a rich status line (spinner,
+    elapsed time, current Yosys pass) on a terminal, otherwise a plain line per step and every 30 s."""
+    import contextlib
 
-    def __enter__(self) -> _MeasureStatus:
-        if self.status is not None:
-            self.status.__enter__()
-        return self
+    status = console.status("measuring", spinner="dots") if console.is_terminal else None
+    last: dict[str, float] = {}
 
-    def __exit__(self, *exc) -> None:
-        if self.status is not None:
-            self.status.__exit__(*exc)
-
-    def __call__(self, step: str, elapsed: float, detail: str | None) -> None:
+    def progress(step: str, elapsed: float, detail: str | None) -> None:
         m, sec = divmod(int(elapsed), 60)
-        text = f"{step}: {self._TOOL.get(step, step)} {m}:{sec:02d}" + (f" · {detail[:70]}" if detail else "")
-        if self.status is not None:
-            self.status.update(text)
-        elif self.last is None or self.last[0] != step or elapsed - self.last[1] >= 30:
-            console.print(text, highlight=False)
-            self.last = (step, elapsed)
+        text = f"{step}: {_MEASURE_TOOL.get(step, step)} {m}:{sec:02d}" + (f" · {detail[:70]}" if detail else "")
+        if status is not None:
+            status.update(text)
+        elif step not in last or elapsed - last[step] >= 30:
+            console.print(text, highlight=False, soft_wrap=True)
+            last[step] = elapsed
+
+    return (status if status is not None else contextlib.nullcontext()), progress
 
 
 @app.command("measure")
@@ -333,13 +335,15 @@ def measure_cmd(
     """Measure resources (Yosys synth_xilinx) and latency (Verilator); writes measurements.json for `report`."""
     from trigger_ml.measure import measure
 
-    with _MeasureStatus() as progress:
+    shown, progress = _measure_progress()
+    with shown:
         res = measure(firmware_dir, what=what, timeout_s=timeout, part=part, force=force, progress=progress)
     steps = list(res["cached"])
     if as_json:
         out.print_json(json.dumps(res))
     else:
-        out.print(f"{res['path']} ({res['kind']}, top {res['top']}, design {res['design_hash'][:12]})", highlight=False)
+        out.print(f"{res['path']} ({res['kind']}, top {res['top']}, design {res['design_hash'][:12]})", highlight=False,
+                  soft_wrap=True)
         t = Table("figure", "value", "source")
         for step in steps:
             e = res[step]
@@ -352,13 +356,20 @@ def measure_cmd(
         out.print(t)
         for step in steps:
             e = res[step]
-            when = "recorded earlier for this design" if res["cached"][step] else "measured now"
-            if e.get("status") == "measured":
-                out.print(f"{step}: {when} ({e.get('tool')}, {e.get('seconds', 0):.1f} s)", highlight=False)
-        out.print(f"written to {res['file']}", highlight=False)
-    missing = [f"{s} {res[s].get('source', 'not measured')}" for s in steps if res[s].get("status") != "measured"]
-    if missing:
-        raise TriggerMLError("; ".join(missing) + f" (recorded in {res['file']})")
+            if e.get("status") != "measured":
+                continue
+            when = ("recorded earlier for this design" if res["cached"][step]
+                    else "from the yosys result cache" if e.get("synth_cache") == "hit" else "measured now")
+            out.print(f"{step}: {when} ({e.get('tool')}, {e.get('seconds', 0):.1f} s)", highlight=False, soft_wrap=True)
+        out.print(f"written to {res['file']}", highlight=False, soft_wrap=True)
+    missing = [s for s in steps if res[s].get("status") != "measured"]
+    for s in missing:
+        if not res[s].get("measurable", True):  # e.g. the latency of an hls4ml project: not an open-tool figure
+            console.print(f"note: {s} {res[s].get('source')}", highlight=False, soft_wrap=True)
+    failed = [s for s in missing if res[s].get("measurable", True)]
+    if failed or len(missing) == len(steps):
+        reasons = [f"{s} {res[s].get('source', 'not measured')}" for s in (failed or missing)]
+        raise TriggerMLError("; ".join(reasons) + f" (recorded in {res['file']})")
 
 
 @app.command("report")

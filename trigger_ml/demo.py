@@ -141,9 +141,10 @@ def run_demo(
         "emulator_events_per_s": {"value": emu_rate, "source": "measured (trigger_ml emulator, this machine)"},
         "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "da4ml_pipeline_depth": rtl["latency_cycles"]},
         "latency_ns": {"value": cycles * rtl["clock_ns"], "source": f"measured (Verilator) × {rtl['clock_ns']} ns clock"},
-        "menu": {wp: {"threshold": r["threshold"]["value"], "rate_khz": r["threshold"]["rate_khz"],
-                      "pure_rate_khz": r["pure_rate_khz"],
-                      "efficiency": {s: r["signals"][s]["efficiency"] for s in r["signals"]}}
+        "menu": {wp: ({"threshold": r["threshold"]["value"], "rate_khz": r["threshold"]["rate_khz"],
+                       "pure_rate_khz": r["pure_rate_khz"],
+                       "efficiency": {s: r["signals"][s]["efficiency"] for s in r["signals"]}}
+                      if r["threshold"] is not None else {"error": r["error"]})
                  for wp, r in menu["working_points"].items()},
         "timings_s": timings,
     }

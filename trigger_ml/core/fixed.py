@@ -87,6 +87,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+from numba.extending import register_jitable
 
 __all__ = [
     "OVERFLOW_MODES",
@@ -548,6 +549,33 @@ NUMBA_MIN_SIZE = 4096
 _kernels_cache: list = []
 
 
+@register_jitable
+def _mode_flags(qcode):
+    """(any-RND, RND, RND_ZERO, RND_INF, RND_CONV, TRN_ZERO) 0/1 flags of a rounding code (kernels)."""
+    return (np.int64(qcode >= Q_RND), np.int64(qcode == Q_RND), np.int64(qcode == Q_RND_ZERO),
+            np.int64(qcode == Q_RND_INF), np.int64(qcode == Q_RND_CONV), np.int64(qcode == Q_TRN_ZERO))
+
+
+@register_jitable
+def _wrap_consts(width, signed):
+    """(mask, 2**width, sign-fix mask, 2**(width-1)) for WRAP of a ``width``-bit field (kernels)."""
+    wmask = np.int64(-1) if width >= 64 else (np.int64(1) << width) - 1
+    sfix = np.int64(-1) if (signed and width < 64) else np.int64(0)
+    half = (np.int64(1) << (width - 1)) if (signed and width < 64) else np.int64(0)
+    return wmask, wmask + 1, sfix, half  # 2**width unused when width == 64
+
+
+@register_jitable
+def _overflow_k(t, ocode, lo, hi, wmask, wspan, sfix, half):
+    """The overflow mode applied to one integer ``t`` on the destination grid (kernels)."""
+    if ocode == O_WRAP:
+        t &= wmask
+        return t - (wspan & sfix & -np.int64(t >= half))
+    if ocode == O_SAT_ZERO:
+        return np.int64(0) if (t < lo or t > hi) else t
+    return min(max(t, lo), hi)
+
+
 def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # pragma: no cover - jitted
     """out[i] = requantize(a[i]) for a right shift d >= 1 (overflow: WRAP with N=0, SAT*, SAT_ZERO).
 
@@ -556,16 +584,8 @@ def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # prag
     d1 = min(d - 1, 63)
     big = np.int64(d - 1 >= 64)
     smask = np.int64(0x7FFFFFFFFFFFFFFF) if d1 >= 63 else (np.int64(1) << d1) - 1
-    en = np.int64(qcode >= Q_RND)
-    c0 = np.int64(qcode == Q_RND)
-    cs = np.int64(qcode == Q_RND_ZERO)
-    cns = np.int64(qcode == Q_RND_INF)
-    cl = np.int64(qcode == Q_RND_CONV)
-    tz = np.int64(qcode == Q_TRN_ZERO)
-    wmask = np.int64(-1) if width >= 64 else (np.int64(1) << width) - 1
-    wspan = wmask + 1  # 2**width (unused when width == 64)
-    sfix = np.int64(-1) if (signed and width < 64) else np.int64(0)
-    half = (np.int64(1) << (width - 1)) if (signed and width < 64) else np.int64(0)
+    en, c0, cs, cns, cl, tz = _mode_flags(qcode)
+    wmask, wspan, sfix, half = _wrap_consts(width, signed)
     for i in range(a.size):
         v = a[i]
         t = v >> dt
@@ -573,30 +593,15 @@ def _k_requantize_right(a, out, d, qcode, ocode, lo, hi, width, signed):  # prag
         r = np.int64((v & smask) != 0) | (big & np.int64(v != 0))
         s = np.int64(v < 0)
         t += (en & qb & (r | c0 | (cs & s) | (cns & (1 - s)) | (cl & t & 1))) | (tz & s & (qb | r))
-        if ocode == O_WRAP:
-            t &= wmask
-            t -= wspan & sfix & -np.int64(t >= half)
-        elif ocode == O_SAT_ZERO:
-            t = 0 if (t < lo or t > hi) else t
-        else:
-            t = min(max(t, lo), hi)
-        out[i] = t
+        out[i] = _overflow_k(t, ocode, lo, hi, wmask, wspan, sfix, half)
     return out
 
 
 def _k_from_float(x, out, scale, thr_lo, thr_hi, qcode, ocode, lo, hi, width, signed):  # pragma: no cover
     """out[i] = from_float(x[i]) via floor(x * 2**frac); returns False if some element is outside the
     range where that is exact (caller then uses the bit-decoding path for the whole array)."""
-    en = np.int64(qcode >= Q_RND)
-    c0 = np.int64(qcode == Q_RND)
-    cs = np.int64(qcode == Q_RND_ZERO)
-    cns = np.int64(qcode == Q_RND_INF)
-    cl = np.int64(qcode == Q_RND_CONV)
-    tz = np.int64(qcode == Q_TRN_ZERO)
-    wmask = np.int64(-1) if width >= 64 else (np.int64(1) << width) - 1
-    wspan = wmask + 1
-    sfix = np.int64(-1) if (signed and width < 64) else np.int64(0)
-    half = (np.int64(1) << (width - 1)) if (signed and width < 64) else np.int64(0)
+    en, c0, cs, cns, cl, tz = _mode_flags(qcode)
+    wmask, wspan, sfix, half = _wrap_consts(width, signed)
     nbad = 0
     for i in range(x.size):
         v = x[i]
@@ -611,14 +616,7 @@ def _k_from_float(x, out, scale, thr_lo, thr_hi, qcode, ocode, lo, hi, width, si
         gt = np.int64(rem > 0.5)
         eq = np.int64(rem == 0.5)
         t += (en & (gt | (eq & (c0 | (cs & s) | (cns & (1 - s)) | (cl & t & 1))))) | (tz & s & np.int64(rem > 0.0))
-        if ocode == O_WRAP:
-            t &= wmask
-            t -= wspan & sfix & -np.int64(t >= half)
-        elif ocode == O_SAT_ZERO:
-            t = 0 if (t < lo or t > hi) else t
-        else:
-            t = min(max(t, lo), hi)
-        out[i] = t
+        out[i] = _overflow_k(t, ocode, lo, hi, wmask, wspan, sfix, half)
     return nbad == 0
 
 

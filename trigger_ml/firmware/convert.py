@@ -54,7 +54,7 @@ def _rate_calibration(art, spec: FirmwareSpec, data: Path | None, log: Callable[
     """(ModelGraph, score type) → Threshold at ``spec.rate_khz``, from the firmware's integer scores."""
     from trigger_ml import ir
     from trigger_ml.emulate import Emulator
-    from trigger_ml.firmware.hls import _score_of
+    from trigger_ml.firmware.hls.trigger import _score_of
 
     def calibrate(hls_model, score_t: FixedType) -> Threshold:
         ho = art.held_out(data, spec.calibration_events)

@@ -462,7 +462,7 @@ def _bitwidths_from_precisions(prec: dict[str, dict[str, str]]) -> list[dict[str
     return rows
 
 
-def _measured_figures(flavour: str, d: Path, clock: tuple[float, str]) -> dict[str, Any]:
+def _measured_figures(flavour: str, d: Path, clock: tuple[float, str], part_family: str | None) -> dict[str, Any]:
     """Figures recorded by ``trigger-ml measure`` in ``d/measurements.json`` (read only, no tool runs).
 
     Returns ``{"figures", "synth" (resource counts for the calibration), "cycles" (Verilator
@@ -501,17 +501,22 @@ def _measured_figures(flavour: str, d: Path, clock: tuple[float, str]) -> dict[s
     for step in ("resources", "latency"):
         e = m.get(step)
         if not isinstance(e, dict):
-            not_measured.append(f"{step} not measured")
+            if flavour == "da4ml" or step == "resources":  # Verilator measures da4ml RTL only
+                not_measured.append(f"{step} not measured")
             continue
         if e.get("status") != "measured":
-            not_measured.append(f"{step} {e.get('source') or 'not measured'}")
-            timeout = e.get("timeout_s") or timeout
+            if e.get("measurable", True):  # not e.g. the latency of an hls4ml project: nothing to run
+                not_measured.append(f"{step} {e.get('source') or 'not measured'}")
+                timeout = e.get("timeout_s") or timeout
             continue
         figs = e.get("figures") or {}
         if step == "resources":
+            other = (f"synthesised for the Yosys family {e.get('family')}, not {part_family} of the report's part"
+                     if part_family and e.get("family") and e.get("family") != part_family else None)
             for name, f in figs.items():
+                note = "; ".join(n for n in (f.get("note"), other) if n) or None
                 out["figures"].append(_fig(flavour, name, f["value"], f.get("unit", name), f.get("source") or e["source"],
-                                           "measured", f.get("note")))
+                                           "measured", note))
             out["synth"] = {"luts": (figs.get("LUT") or {}).get("value"), "ffs": (figs.get("FF") or {}).get("value"),
                             "source": e.get("source")}
         elif "latency_cycles" in figs:
@@ -523,7 +528,7 @@ def _measured_figures(flavour: str, d: Path, clock: tuple[float, str]) -> dict[s
             out["figures"].append(_fig(flavour, "latency_ns", int(cyc["value"]) * clock[0], "ns", src, "measured",
                                        f"x clock {clock[0]:g} ns ({clock[1]})"))
     out["status"] = "measured" if not not_measured else "partly measured"
-    if not_measured and (flavour != "hls4ml" or out["figures"]):
+    if not_measured:
         how = f"`{cmd} --timeout {2 * float(timeout):g}`" if timeout else f"`{cmd}`"
         out["missing"] = f"{flavour} {'; '.join(not_measured)}: measure with {how}"
     return out
@@ -671,7 +676,7 @@ def collect_report(
     for flavour, d, clk in (("hls4ml", hls, hls_clock), ("da4ml", rtl, rtl_clock)):
         if d is None:
             continue
-        got = _measured_figures(flavour, d, clk)
+        got = _measured_figures(flavour, d, clk, report["part"].get("family"))
         figures.extend(got["figures"])
         measurements[flavour] = {k: got[k] for k in ("status", "file", "command")}
         if got["missing"]:

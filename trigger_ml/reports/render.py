@@ -13,7 +13,7 @@ renamed into place; an existing ``out_dir`` is refused unless ``force``) holding
   resources against the FPGA part.
 
 The text is written for a physicist who never opened the code: every number carries its unit and
-where it came from (``parsed`` from a vendor report, ``measured`` with open tools here,
+where it came from (``parsed`` from a vendor report, ``measured`` with open tools by ``trigger-ml measure``,
 ``estimated`` by a model), and the report starts with the pass/fail verdict against the latency
 budget.
 """
@@ -37,7 +37,8 @@ __all__ = ["write_report", "render_markdown", "render_html", "make_plots"]
 
 _KIND_TEXT = {
     "parsed": "parsed: read from the vendor tool's synthesis report (Vivado/Vitis HLS, Vivado)",
-    "measured": "measured: obtained here with open tools (Yosys logic synthesis, Verilator simulation)",
+    "measured": "measured: obtained with open tools by `trigger-ml measure` (Yosys logic synthesis, Verilator "
+                "simulation), read from the project's measurements.json",
     "estimated": "estimated: computed from a model of the hardware (EBOPs, the analytic hls4ml model, da4ml's own cost)",
 }
 

@@ -117,7 +117,11 @@ def menu_table(
     rows: dict[str, Any] = {}
     ref_rate = ref_any_b.sum() / n_b * bx_rate_hz / 1e3
     for wp, khz in menu.items():
-        thr = calibrate_threshold(background.score_raw, score, khz, bx_rate_hz)
+        try:
+            thr = calibrate_threshold(background.score_raw, score, khz, bx_rate_hz)
+        except ConfigError as err:  # e.g. too few background events for this rate: say so, keep the others
+            rows[wp] = {"threshold": None, "target_rate_khz": khz, "error": str(err), "signals": {}}
+            continue
         bit_b = fires(background.score_raw, thr)
         pure = int((bit_b & ~ref_any_b).sum())
         plo, phi = clopper_pearson(pure, n_b)
@@ -139,7 +143,8 @@ def menu_table(
 
 def wp_bits(score_raw: np.ndarray, thresholds: dict[str, Threshold]) -> np.ndarray:
     """(n, n_wp) bool: the firmware trigger bit of each working point."""
-    return np.stack([fires(score_raw, t) for t in thresholds.values()], axis=1)
+    return np.stack([fires(score_raw, t) for t in thresholds.values()], axis=1) if thresholds else \
+        np.zeros((len(score_raw), 0), bool)
 
 
 # ------------------------------------------------------------------ scoring many files (local or Dask)

