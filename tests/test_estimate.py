@@ -182,7 +182,7 @@ def test_analytic_from_saved_firmware_model(tmp_path) -> None:
 
 
 def test_ebops_estimate_formulas() -> None:
-    out = E.ebops_estimate(1974.0, "da4ml")
+    out = E.ebops_estimate(1974.0, "alkaid")
     assert out["LUT"].value == 1974 and out["LUT"].source == E.SOURCE_EBOPS
     out = E.ebops_estimate(E.Figure(1974.0, "EBOPs", "x"), "hls4ml", dsp=15)
     assert out["LUT+55DSP"].value == 1974
@@ -278,7 +278,7 @@ def test_model_ebops_recomputes_without_training(tiny_hgq) -> None:
     # HGQ2's own number after one training-mode call is the same
     tiny_hgq(np.zeros((2, 8), np.float32), training=True)
     assert E.model_ebops(tiny_hgq, recompute=False) == pytest.approx(value)
-    est = E.ebops_estimate(fig, "da4ml")
+    est = E.ebops_estimate(fig, "alkaid")
     assert est["LUT"].value == round(value)
 
 

@@ -231,12 +231,12 @@ def test_report_reads_the_measured_project(staged, monkeypatch, tmp_path) -> Non
     r = collect_report(d)
     out = write_report(r, tmp_path / "report")
     assert time.perf_counter() - t0 < 30
-    figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "da4ml"}
+    figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "alkaid"}
     lut = rec["resources"]["figures"]["LUT"]
     assert figs[("LUT", "measured")]["value"] == lut["value"] and figs[("LUT", "measured")]["source"] == lut["source"]
     assert figs[("latency_cycles", "measured")]["value"] == figs[("latency_cycles", "estimated")]["value"] == 3
     assert figs[("latency_cycles", "measured")]["source"] == "measured (Verilator)"
-    assert figs[("LUT", "estimated")]["source"] == "estimated (da4ml)"
+    assert figs[("LUT", "estimated")]["source"] == "estimated (alkaid)"
     assert not [a for a in r["implementation"]["absent_sources"] if a["kind"] == "measured"]
     md = (out / "report.md").read_text()
     assert lut["source"] in md and "measured (Verilator)" in md

@@ -111,8 +111,8 @@ def test_three_sources_side_by_side(report) -> None:
     lut = next(r for r in impl["table"] if r["flavour"] == "hls4ml" and r["figure"] == "LUT")
     assert lut["parsed"][0]["value"] == 33365  # the real csynth figure of the fixture
     assert lut["estimated"][0]["source"] == "estimated (analytic hls4ml Latency model)"
-    da = next(r for r in impl["table"] if r["flavour"] == "da4ml" and r["figure"] == "LUT")
-    assert da["estimated"][0]["value"] == 812 and da["estimated"][0]["source"] == "estimated (da4ml)"
+    da = next(r for r in impl["table"] if r["flavour"] == "alkaid" and r["figure"] == "LUT")
+    assert da["estimated"][0]["value"] == 812 and da["estimated"][0]["source"] == "estimated (alkaid)"
     # the fake RTL project was never measured: no measured figure, one line saying what is missing and
     # the exact command that measures it
     assert "measured" not in kinds
@@ -120,9 +120,9 @@ def test_three_sources_side_by_side(report) -> None:
     rtl = report["inputs"]["rtl"]
     assert len(reasons) == 1 and "resources and latency not measured" in reasons[0]
     assert f"`trigger-ml measure {rtl}`" in reasons[0]
-    assert impl["measurements"]["da4ml"] == {"status": "absent", "file": f"{rtl}/measurements.json",
+    assert impl["measurements"]["alkaid"] == {"status": "absent", "file": f"{rtl}/measurements.json",
                                              "command": f"trigger-ml measure {rtl}"}
-    assert reasons[0].startswith("da4ml ")  # the HLS project holds no vendor-synthesised Verilog to measure
+    assert reasons[0].startswith("alkaid ")  # the HLS project holds no vendor-synthesised Verilog to measure
     assert report["model"]["status"] == "absent" and report["model"]["reason"]
 
 
@@ -134,9 +134,9 @@ def test_budget_and_calibration(report) -> None:
     assert [r["name"] for r in hls["layers"]] == ["d1", "d1_relu", "d2"]
     assert hls["total_cycles"] == 96165 and hls["total_source"].startswith("parsed")
     assert hls["passed"] is False and "FAIL" in hls["verdict"]
-    da = b["profiles"]["da4ml"]
+    da = b["profiles"]["alkaid"]
     assert da["total_cycles"] == 4 and da["passed"] is True
-    assert da["layers"][0]["source"] == "estimated (da4ml)"
+    assert da["layers"][0]["source"] == "estimated (alkaid)"
     # the fixture's project settings are unknown: the comparison with the analytic model is flagged
     rows = report["calibration"]["rows"]
     assert rows and all(r["comparable"] is False for r in rows)
@@ -164,8 +164,8 @@ def test_written_files(written, report) -> None:
     assert len(imgs) == len(pngs)
     assert all('src="data:image/png;base64,' in i for i in imgs)
     assert ".png\"" not in html  # nothing links to an external file
-    assert "<table>" in html and "Verdict: FAIL (hls4ml) / PASS (da4ml)" in md
-    assert re.search(r"<div class=\"verdict mixed\">Verdict: FAIL \(hls4ml\) / PASS \(da4ml\)</div>", html)
+    assert "<table>" in html and "Verdict: FAIL (hls4ml) / PASS (alkaid)" in md
+    assert re.search(r"<div class=\"verdict mixed\">Verdict: FAIL \(hls4ml\) / PASS \(alkaid\)</div>", html)
 
     # every latency / resource figure carries its source
     for f in js["implementation"]["figures"]:
@@ -262,23 +262,23 @@ def test_report_only_reads_measurements(demo_dir, tmp_path, monkeypatch) -> None
     assert time.perf_counter() - t0 < 30
     impl = r["implementation"]
     measured = {(f["flavour"], f["figure"]): f for f in impl["figures"] if f["kind"] == "measured"}
-    assert measured[("da4ml", "LUT")]["value"] == 833
-    assert measured[("da4ml", "LUT")]["source"] == "measured (yosys 0.70 synth_xilinx -family xcup)"
-    assert measured[("da4ml", "FF")]["value"] == 297 and measured[("da4ml", "CARRY")]["value"] == 61
-    assert measured[("da4ml", "latency_cycles")]["value"] == 4
-    assert measured[("da4ml", "latency_cycles")]["source"] == "measured (Verilator)"
-    assert measured[("da4ml", "latency_ns")]["value"] == 20.0
+    assert measured[("alkaid", "LUT")]["value"] == 833
+    assert measured[("alkaid", "LUT")]["source"] == "measured (yosys 0.70 synth_xilinx -family xcup)"
+    assert measured[("alkaid", "FF")]["value"] == 297 and measured[("alkaid", "CARRY")]["value"] == 61
+    assert measured[("alkaid", "latency_cycles")]["value"] == 4
+    assert measured[("alkaid", "latency_cycles")]["source"] == "measured (Verilator)"
+    assert measured[("alkaid", "latency_ns")]["value"] == 20.0
     assert not [a for a in impl["absent_sources"] if a["kind"] == "measured"]  # nothing left to measure
-    assert impl["measurements"]["da4ml"]["status"] == "measured"
+    assert impl["measurements"]["alkaid"]["status"] == "measured"
     # parsed, measured and estimated side by side; the estimates keep their own label
-    da = next(row for row in impl["table"] if row["flavour"] == "da4ml" and row["figure"] == "LUT")
-    assert da["measured"][0]["value"] == 833 and da["estimated"][0]["source"] == "estimated (da4ml)"
+    da = next(row for row in impl["table"] if row["flavour"] == "alkaid" and row["figure"] == "LUT")
+    assert da["measured"][0]["value"] == 833 and da["estimated"][0]["source"] == "estimated (alkaid)"
     # the budget's da4ml latency and the calibration use the measured figures
-    assert r["budget"]["profiles"]["da4ml"]["layers"][0]["source"] == "measured (Verilator)"
-    assert r["budget"]["profiles"]["da4ml"]["resource_sources"]["LUT"].startswith("measured (yosys")
+    assert r["budget"]["profiles"]["alkaid"]["layers"][0]["source"] == "measured (Verilator)"
+    assert r["budget"]["profiles"]["alkaid"]["resource_sources"]["LUT"].startswith("measured (yosys")
     cal = {(row["figure"], row["estimate_source"]): row for row in r["calibration"]["rows"]}
-    assert cal[("LUT", "estimated (da4ml)")]["measured"] == 833
-    assert cal[("latency_cycles", "estimated (da4ml)")]["measured_source"] == "measured (Verilator)"
+    assert cal[("LUT", "estimated (alkaid)")]["measured"] == 833
+    assert cal[("latency_cycles", "estimated (alkaid)")]["measured_source"] == "measured (Verilator)"
     md = (write_report(r, tmp_path / "report") / "report.md").read_text()
     assert "833 (measured (yosys 0.70 synth_xilinx -family xcup))" in md and "measured (Verilator)" in md
 
@@ -335,11 +335,11 @@ def test_measured_tiny_da4ml_design(tmp_path) -> None:
 
     measure(tmp_path / "rtl", cache_dir=tmp_path / "synth_cache")
     r = collect_report(tmp_path / "rtl")
-    figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "da4ml"}
+    figs = {(f["figure"], f["kind"]): f for f in r["implementation"]["figures"] if f["flavour"] == "alkaid"}
     assert figs[("LUT", "measured")]["source"].startswith("measured (yosys")
     assert figs[("latency_cycles", "measured")]["value"] == figs[("latency_cycles", "estimated")]["value"] == 3
     cal = {(row["figure"], row["estimate_source"]): row for row in r["calibration"]["rows"]}
-    assert cal[("latency_cycles", "estimated (da4ml)")]["rel_error"] == 0
-    assert abs(cal[("LUT", "estimated (da4ml)")]["rel_error"]) < 0.5
+    assert cal[("latency_cycles", "estimated (alkaid)")]["rel_error"] == 0
+    assert abs(cal[("LUT", "estimated (alkaid)")]["rel_error"]) < 0.5
     out = write_report(r, tmp_path / "report")
     assert "measured (Verilator)" in (out / "report.md").read_text()

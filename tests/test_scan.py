@@ -301,8 +301,8 @@ def test_scan_on_local_cluster_resumes_real_points(tmp_path, tiny_data, monkeypa
     new = df[df["param:latent"] == 2].iloc[0]
     assert new["status"] == "ok", new["error"]
     assert not new["worker"].endswith(f":{os.getpid()}")  # ran in a worker process
-    assert new["luts"] > 0 and new["luts_source"] == "estimated (da4ml)"
-    assert new["ffs_source"] == "estimated (da4ml)" and new["dsps"] == 0
+    assert new["luts"] > 0 and new["luts_source"] == "estimated (alkaid)"
+    assert new["ffs_source"] == "estimated (alkaid)" and new["dsps"] == 0
     assert new["latency_cycles"] >= 1 and new["latency_ns"] == pytest.approx(5.0 * new["latency_cycles"])
     assert new["ebops"] > 0 and 0 <= new["tpr"] <= 1 and 0 <= new["auc"] <= 1
     assert {"auc:Ato4l", "tpr:Ato4l", "auc:LQ_btau", "tpr:LQ_btau"} <= set(df.columns)

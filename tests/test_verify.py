@@ -36,8 +36,8 @@ def test_all_stages_bit_exact(pipeline, bkg_file):
 
     run, hls, rtl, _, _ = pipeline
     res = verify(run, bkg_file, hls_dir=hls, rtl_dir=rtl, n_events=3000, log=lambda s: None)
-    assert set(res["stages"]) == {"float", "keras", "csim", "emulator", "da4ml", "rtl"}
-    assert set(res["exact_pairs"]) == {"csim:keras", "csim:emulator", "keras:emulator", "keras:da4ml", "da4ml:rtl", "csim:da4ml"}
+    assert set(res["stages"]) == {"float", "keras", "csim", "emulator", "alkaid", "rtl"}
+    assert set(res["exact_pairs"]) == {"csim:keras", "csim:emulator", "keras:emulator", "keras:alkaid", "alkaid:rtl", "csim:alkaid"}
     tb = res["trigger_bit"]  # the emulator's trigger bit (IR threshold) == the wrapper's C-simulated bit
     assert tb["mismatches"] == 0 and tb["threshold_raw_ir"] == tb["threshold_raw_wrapper"] and 0 < tb["fired_csim"] < tb["n_events"], tb
     for pair, r in res["exact_pairs"].items():

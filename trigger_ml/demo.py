@@ -139,7 +139,7 @@ def run_demo(
         | ({"trigger_bit:emulator:csim": ver["trigger_bit"]["mismatches"]} if ver.get("trigger_bit") else {}),
         "verify_events": ver["n_events"],
         "emulator_events_per_s": {"value": emu_rate, "source": "measured (trigger_ml emulator, this machine)"},
-        "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "da4ml_pipeline_depth": rtl["latency_cycles"]},
+        "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "hdl_pipeline_depth": rtl["latency_cycles"]},
         "latency_ns": {"value": cycles * rtl["clock_ns"], "source": f"measured (Verilator) × {rtl['clock_ns']} ns clock"},
         "menu": {wp: ({"threshold": r["threshold"]["value"], "rate_khz": r["threshold"]["rate_khz"],
                        "pure_rate_khz": r["pure_rate_khz"],
@@ -157,7 +157,7 @@ def run_demo(
         man = json.loads((Path(rtl["path"]) / RTL_MANIFEST_FILE).read_text())
         est = {"luts": man.get("da4ml_cost"), "ffs": man.get("reg_bits"), "dsps": 0}
         for k, v in est.items():
-            metrics[k] = {"value": v, "source": "estimated (da4ml)", "measurement": why.split(" (")[0][:200],
+            metrics[k] = {"value": v, "source": "estimated (alkaid)", "measurement": why.split(" (")[0][:200],
                           "how_to_measure": f"trigger-ml measure {rtl['path']} (yosys, cached afterwards)"}
     metrics["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -1,4 +1,4 @@
-"""Cross-check every stage that claims to compute the firmware: float ↔ quantized ↔ C-sim ↔ emulator ↔ da4ml ↔ RTL.
+"""Cross-check every stage that claims to compute the firmware: float ↔ quantized ↔ C-sim ↔ emulator ↔ alkaid ↔ RTL.
 
 Stages (each optional, depending on what exists):
 
@@ -6,7 +6,7 @@ Stages (each optional, depending on what exists):
 * ``keras``    — the quantized HGQ2 model (``model.predict``)
 * ``csim``     — hls4ml's C simulation of the generated project (``compile()``/``predict()``)
 * ``emulator`` — trigger_ml's bit-exact numpy emulator of the FirmwareModel IR
-* ``da4ml``    — da4ml's own execution of the distributed-arithmetic graph (``CombLogic``)
+* ``alkaid``   — alkaid's own execution (C++ interpreter) of the distributed-arithmetic graph of the RTL
 * ``rtl``      — Verilator simulation of the generated Verilog
 
 Bit-exact pairs are compared *exactly* (mismatch counts, never a tolerance). Quantized vs float is
@@ -30,7 +30,7 @@ from trigger_ml.core.errors import ArtifactError
 
 #: pairs that must agree bit for bit (first is the reference)
 EXACT_PAIRS: tuple[tuple[str, str], ...] = (
-    ("csim", "keras"), ("csim", "emulator"), ("keras", "emulator"), ("keras", "da4ml"), ("da4ml", "rtl"), ("csim", "da4ml"),
+    ("csim", "keras"), ("csim", "emulator"), ("keras", "emulator"), ("keras", "alkaid"), ("alkaid", "rtl"), ("csim", "alkaid"),
 )
 
 
@@ -210,7 +210,7 @@ def verify(
         from trigger_ml.firmware import rtl
 
         proj = rtl.RTLProject.load(rtl_dir)
-        stage("da4ml", lambda: rtl.comb_predict(proj, x))
+        stage("alkaid", lambda: rtl.comb_predict(proj, x))
         xr = x[:n_rtl_events] if n_rtl_events else x
         stage("rtl", lambda: rtl.simulate_rtl(proj, xr))
     pairs = {}

@@ -41,7 +41,7 @@ from trigger_ml.core.constants import MANIFEST_FILE as MANIFEST_NAME
 from trigger_ml.core.errors import ArtifactError
 
 MANIFEST_VERSION = 1
-DEFAULT_PACKAGES = ("trigger_ml", "keras", "hgq2", "hls4ml", "da4ml", "tensorflow", "numpy")
+DEFAULT_PACKAGES = ("trigger_ml", "keras", "hgq2", "hls4ml", "alkaid", "tensorflow", "numpy")
 
 # Distribution names to try for an import-style name (tensorflow is often installed as tensorflow-cpu).
 _DIST_ALIASES = {

@@ -501,7 +501,7 @@ def _measured_figures(flavour: str, d: Path, clock: tuple[float, str], part_fami
     for step in ("resources", "latency"):
         e = m.get(step)
         if not isinstance(e, dict):
-            if flavour == "da4ml" or step == "resources":  # Verilator measures da4ml RTL only
+            if flavour == "alkaid" or step == "resources":  # Verilator measures da4ml RTL only
                 not_measured.append(f"{step} not measured")
             continue
         if e.get("status") != "measured":
@@ -673,7 +673,7 @@ def collect_report(
     verilator_cycles = None
     verilator_source = None
     measurements: dict[str, Any] = {}
-    for flavour, d, clk in (("hls4ml", hls, hls_clock), ("da4ml", rtl, rtl_clock)):
+    for flavour, d, clk in (("hls4ml", hls, hls_clock), ("alkaid", rtl, rtl_clock)):
         if d is None:
             continue
         got = _measured_figures(flavour, d, clk, report["part"].get("family"))
@@ -681,10 +681,10 @@ def collect_report(
         measurements[flavour] = {k: got[k] for k in ("status", "file", "command")}
         if got["missing"]:
             absent_sources.append({"kind": "measured", "reason": got["missing"]})
-        if flavour == "da4ml":
+        if flavour == "alkaid":
             synth, verilator_cycles, verilator_source = got["synth"], got["cycles"], got.get("latency_source")
     if rtl is None and not any(f["kind"] == "measured" for f in figures):
-        absent_sources.append({"kind": "measured", "reason": "no RTL (da4ml) project to measure (convert with "
+        absent_sources.append({"kind": "measured", "reason": "no RTL (alkaid) project to measure (convert with "
                                                              "`trigger-ml convert RUN --flavor verilog`)"})
 
     # ---- estimated
@@ -728,8 +728,8 @@ def collect_report(
         dsp = est_obj.totals["DSP"] if est_obj is not None else None
         for k, f in E.ebops_estimate(ebops_fig, "hls4ml", dsp=dsp).items():
             figures.append(_fig("hls4ml", k, f.value, f.unit, f.source, "estimated", f.note))
-        for k, f in E.ebops_estimate(ebops_fig, "da4ml").items():
-            figures.append(_fig("da4ml", k, f.value, f.unit, f.source, "estimated", f.note))
+        for k, f in E.ebops_estimate(ebops_fig, "alkaid").items():
+            figures.append(_fig("alkaid", k, f.value, f.unit, f.source, "estimated", f.note))
     else:
         absent_sources.append({"kind": "estimated", "reason": "EBOPs: no model run with figures.quantized.ebops"})
 
@@ -740,7 +740,7 @@ def collect_report(
             for k, f in da4ml_figs.items():
                 if k == "clock_ns":
                     continue
-                figures.append(_fig("da4ml", k, f.value, f.unit, f.source, "estimated", f.note))
+                figures.append(_fig("alkaid", k, f.value, f.unit, f.source, "estimated", f.note))
         except Exception as err:  # noqa: BLE001
             absent_sources.append({"kind": "estimated", "reason": f"da4ml: {_reason(err)}"})
 
@@ -753,7 +753,7 @@ def collect_report(
         "measurements": measurements,
         "clocks": {
             "hls4ml": {"value": hls_clock[0], "unit": "ns", "source": hls_clock[1]},
-            "da4ml": {"value": rtl_clock[0], "unit": "ns", "source": rtl_clock[1]},
+            "alkaid": {"value": rtl_clock[0], "unit": "ns", "source": rtl_clock[1]},
         },
         "hls_config": {k: hls_cfg.get(k) for k in ("backend", "part", "clock_ns", "io_type", "strategy", "reuse_factor")}
         if hls_cfg else None,
@@ -884,7 +884,7 @@ def _budget_section(figures, budget_ns, est, vendor, hls, rtl, da4ml_figs, veril
             cyc, src = int(verilator_cycles), verilator_source or "measured (Verilator)"
         else:
             cyc, src = int(da4ml_figs["latency_cycles"].value), E.SOURCE_DA4ML
-        profiles["da4ml"] = profile("da4ml", [("da4ml pipeline", cyc, src)], rtl_clock, 1)
+        profiles["alkaid"] = profile("alkaid", [("alkaid pipeline", cyc, src)], rtl_clock, 1)
     if not profiles:
         return absent("no latency figure (needs an hls4ml IR / vendor report or a da4ml RTL project)")
     ok = [k for k, v in profiles.items() if v.get("status") == "ok"]

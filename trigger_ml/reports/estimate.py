@@ -110,7 +110,7 @@ from trigger_ml.core.constants import IR_FILE, RTL_MANIFEST_FILE
 from trigger_ml.core.errors import ArtifactError, TriggerMLError
 
 SOURCE_EBOPS = "estimated (EBOPs)"
-SOURCE_DA4ML = "estimated (da4ml)"
+SOURCE_DA4ML = "estimated (alkaid)"
 SOURCE_ANALYTIC = "estimated (analytic hls4ml Latency model)"
 
 #: LUT-equivalent of one DSP in HGQ2's EBOPs calibration for hls4ml (LUT + 55·DSP ≈ EBOPs)
@@ -211,14 +211,14 @@ def ebops_of(obj: Any) -> Figure:
 
 
 def ebops_estimate(ebops: float | Figure, flavour: str = "hls4ml", *, dsp: int | None = None) -> dict[str, Figure]:
-    """Resource estimate from EBOPs (module docstring): ``flavour`` ``"da4ml"`` gives ``LUT``;
+    """Resource estimate from EBOPs (module docstring): ``flavour`` ``"alkaid"`` (or ``"rtl"``) gives ``LUT``;
     ``"hls4ml"`` gives ``LUT+55DSP`` and, when ``dsp`` (a DSP count from elsewhere) is given,
     ``LUT = max(0, EBOPs - 55·dsp)``."""
     value = float(ebops.value if isinstance(ebops, Figure) else ebops)
     if not math.isfinite(value) or value < 0:
         raise TriggerMLError(f"EBOPs must be a finite non-negative number, got {value}")
     flavour = flavour.lower()
-    if flavour in ("da4ml", "da", "rtl"):
+    if flavour in ("alkaid", "da4ml", "da", "rtl"):
         return {"LUT": Figure(int(round(value)), "LUT", SOURCE_EBOPS, "LUT ≈ EBOPs (distributed arithmetic)")}
     if flavour not in ("hls4ml", "hls"):
         raise TriggerMLError(f"unknown flavour {flavour!r}; use 'hls4ml' or 'da4ml'")
@@ -759,12 +759,12 @@ def calibrate(
         s = synth.to_json() if hasattr(synth, "to_json") else dict(synth)
         src = s.get("source", "measured (yosys)")
         if da4ml:
-            add("da4ml", "LUT", da4ml.get("LUT"), _source(da4ml.get("LUT"), SOURCE_DA4ML), s.get("luts"), src)
-            add("da4ml", "FF", da4ml.get("FF"), _source(da4ml.get("FF"), SOURCE_DA4ML), s.get("ffs"), src)
+            add("alkaid", "LUT", da4ml.get("LUT"), _source(da4ml.get("LUT"), SOURCE_DA4ML), s.get("luts"), src)
+            add("alkaid", "FF", da4ml.get("FF"), _source(da4ml.get("FF"), SOURCE_DA4ML), s.get("ffs"), src)
         if ebops is not None:
-            add("da4ml", "LUT", ebops, SOURCE_EBOPS + " LUT ≈ EBOPs", s.get("luts"), src)
+            add("alkaid", "LUT", ebops, SOURCE_EBOPS + " LUT ≈ EBOPs", s.get("luts"), src)
     if verilator_cycles is not None and da4ml:
-        add("da4ml", "latency_cycles", da4ml.get("latency_cycles"), SOURCE_DA4ML, verilator_cycles, "measured (verilator)")
+        add("alkaid", "latency_cycles", da4ml.get("latency_cycles"), SOURCE_DA4ML, verilator_cycles, "measured (verilator)")
 
     if vendor is not None:
         ok = hls_io_type == "io_parallel" and (hls_strategy or "").lower() == "latency"

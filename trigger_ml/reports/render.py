@@ -224,7 +224,7 @@ def _plot_waterfall(report: dict, path: Path) -> bool:
     if not profiles:
         return False
     names, starts, widths, colors = [], [], [], []
-    palette = {"hls4ml": "tab:blue", "da4ml": "tab:purple"}
+    palette = {"hls4ml": "tab:blue", "alkaid": "tab:purple"}
     for fl, p in profiles:
         for r in p["layers"]:
             names.append(f"{fl}: {r['name']}" if len(profiles) > 1 else r["name"])
@@ -330,7 +330,7 @@ def make_plots(report: dict, out_dir: Path) -> list[dict[str, str]]:
 
 def _overall(report: dict) -> tuple[str, str, list[str]]:
     """(css class, headline, one line per flavour): the headline names every flavour's verdict,
-    e.g. ``FAIL (hls4ml) / PASS (da4ml)``; the class is pass / fail / mixed / unknown."""
+    e.g. ``FAIL (hls4ml) / PASS (alkaid)``; the class is pass / fail / mixed / unknown."""
     b = report.get("budget")
     if not _ok(b):
         why = b.get("reason") if isinstance(b, dict) else "no budget section"

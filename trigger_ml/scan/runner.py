@@ -86,9 +86,9 @@ def _rtl_figures(fw_dir: Path) -> dict[str, Any]:
     except ImportError:  # estimate module unavailable: read da4ml's manifest directly
         d = json.loads((fw_dir / RTL_MANIFEST_FILE).read_text())
         cyc = int(d["latency_cycles"])
-        return {"luts": int(round(float(d["da4ml_cost"]))), "luts_source": "estimated (da4ml)",
-                "ffs": int(d.get("reg_bits", 0)), "ffs_source": "estimated (da4ml)",
-                "latency_cycles": cyc, "latency_ns": cyc * float(d["clock_ns"]), "latency_source": "estimated (da4ml)"}
+        return {"luts": int(round(float(d["da4ml_cost"]))), "luts_source": "estimated (alkaid)",
+                "ffs": int(d.get("reg_bits", 0)), "ffs_source": "estimated (alkaid)",
+                "latency_cycles": cyc, "latency_ns": cyc * float(d["clock_ns"]), "latency_source": "estimated (alkaid)"}
 
 
 def _hls_figures(fw_dir: Path, clock_ns: float) -> dict[str, Any]:
@@ -208,7 +208,7 @@ def run_point(
                 row["note"] = "the analytic estimate models the Latency strategy at reuse factor 1"
         else:
             row |= _rtl_figures(fw_dir)
-            row |= {"dsps": 0, "dsps_source": "da4ml (distributed arithmetic: no DSP)", "latency_cutoff": latency_cutoff}
+            row |= {"dsps": 0, "dsps_source": "alkaid (distributed arithmetic: no DSP)", "latency_cutoff": latency_cutoff}
             if reuse_factor != 1:
                 row["note"] = "reuse_factor only applies to the hls flavour"
         if measure and flavor == "verilog":
