@@ -95,6 +95,23 @@ def test_one_scorer_for_both_flavours_and_held_out_rule(pipeline, bkg_file, sig_
     assert eff(res_h) == eff(res) and res_h["firmware_threshold"]["raw"] == h.threshold.raw
 
 
+def test_convert_is_atomic_with_its_run_files(pipeline, tmp_path, monkeypatch):
+    """IR, preprocessing and source-run files land in the same rename as the project: a failure
+    while writing them leaves no directory behind (both flavours)."""
+    from trigger_ml.firmware import convert as C
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(C, "_copy_run_files", boom)
+    run = pipeline[0]
+    for flavor in ("verilog", "hls"):
+        with pytest.raises(OSError, match="disk full"):
+            C.convert_run(run, tmp_path / flavor, flavor=flavor, tb_events=50, log=lambda s: None)
+        assert not (tmp_path / flavor).exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_refuse_overwrite_and_bad_flavor(pipeline, tmp_path):
     from trigger_ml.core.errors import ArtifactError, ConfigError
     from trigger_ml.firmware.convert import convert_run

@@ -103,6 +103,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from trigger_ml.core.artifacts import read_json_or_none as _read_json
 from trigger_ml.core.artifacts import write_json_atomic
 from trigger_ml.core.constants import (
     DEFAULT_PART,
@@ -475,14 +476,6 @@ class FirmwareProject:
     part: str | None  # recorded by the project (hls4ml manifest), if any
     clock_ns: float | None
     rtl_dir: Path | None  # the Verilog Yosys reads (None: nothing to synthesise)
-
-
-def _read_json(p: Path) -> dict[str, Any] | None:
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def _hls_verilog_dir(path: Path) -> Path | None:

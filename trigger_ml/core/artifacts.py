@@ -299,3 +299,14 @@ def write_text_atomic(target: str | os.PathLike, text: str) -> Path:
 def write_json_atomic(target: str | os.PathLike, obj: Any, indent: int | None = 1) -> Path:
     """JSON of ``obj`` (numpy scalars and paths converted) written atomically to ``target``."""
     return write_text_atomic(target, json.dumps(_to_jsonable(obj), indent=indent))
+
+
+def read_json_or_none(path: str | os.PathLike) -> dict[str, Any] | None:
+    """The JSON object in ``path``, or None when it is missing, unreadable or not an object
+    (for optional side files such as measurements; a stage's own manifest goes through
+    :func:`read_manifest`, which explains every problem)."""
+    try:
+        d = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None

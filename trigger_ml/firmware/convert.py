@@ -110,8 +110,8 @@ def convert_run(
     from trigger_ml.firmware import rtl
 
     proj = rtl.build_rtl(art.model, out, flavor=spec.flavor, latency_cutoff=spec.latency_cutoff,
-                         clock_ns=spec.clock_ns, force=force)
-    _copy_run_files(run, out, model_sha)
+                         clock_ns=spec.clock_ns, force=force,
+                         finalize=lambda tmp: _copy_run_files(run, tmp, model_sha))  # same atomic rename
     t_conv = time.perf_counter() - t0
     log(f"wrote {spec.flavor} RTL project {out}: pipeline depth {proj.latency_cycles} cycles at {spec.clock_ns} ns "
         f"({t_conv:.1f} s)")

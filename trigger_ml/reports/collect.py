@@ -43,7 +43,6 @@ allotment for an algorithm.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -52,6 +51,7 @@ from typing import Any
 
 import numpy as np
 
+from trigger_ml.core.artifacts import read_json_or_none as _read_json
 from trigger_ml.core.constants import (
     DEFAULT_PART,
     IR_FILE,
@@ -94,14 +94,6 @@ def _section(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     except Exception as err:  # noqa: BLE001 - a failing section must not abort the report
         return absent(_reason(err))
     return out if "status" in out else {"status": "ok", **out}
-
-
-def _read_json(p: Path) -> dict[str, Any] | None:
-    try:
-        d = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def _stage(d: Path) -> str | None:

@@ -13,7 +13,7 @@ import math
 import re
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
@@ -676,8 +676,10 @@ def build_rtl_from_comb(
     force: bool = False,
     name: str = "model",
     extra_manifest: dict[str, Any] | None = None,
+    finalize: Callable[[Path], None] | None = None,
 ) -> RTLProject:
     """Write the alkaid RTL project of an already traced ``CombLogic`` (see :func:`build_rtl`).
+    ``finalize(tmp_dir)`` may add files that must appear in the same atomic rename.
 
     ``comb`` may also be a da4ml 0.6 ``CombLogic`` (converted with :func:`as_alir`).
     """
@@ -760,6 +762,8 @@ def build_rtl_from_comb(
                 else:
                     manifest[k] = v
         _write_manifest(tmp / MANIFEST_NAME, manifest)
+        if finalize is not None:
+            finalize(tmp)
     return project
 
 
@@ -802,6 +806,7 @@ def build_rtl(
     clock_ns: float = 5.0,
     force: bool = False,
     name: str = "model",
+    finalize: Callable[[Path], None] | None = None,
 ) -> RTLProject:
     """Trace an HGQ2 model with alkaid and write its RTL project to ``out_dir`` atomically.
 
@@ -836,6 +841,7 @@ def build_rtl(
         force=force,
         name=name,
         extra_manifest=extra,
+        finalize=finalize,
     )
 
 
