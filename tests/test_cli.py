@@ -40,6 +40,7 @@ def test_train_evaluate(small_run, sig_files):
 
 def test_convert_verify_emulate_report(small_run, bkg_file, sig_files):
     d = small_run
+    (d / "fw").mkdir(exist_ok=True)  # outputs never create missing parent directories
     ok(["convert", d / "run", "--out", d / "fw" / "hls", "--rate-khz", "2000"])
     ok(["convert", d / "run", "--out", d / "fw" / "rtl", "--flavor", "verilog"])
     r = ok(["verify", d / "run", "--events", bkg_file, "--hls", d / "fw" / "hls", "--rtl", d / "fw" / "rtl",

@@ -1,3 +1,6 @@
+"""``python -m trigger_ml``: the same entry point as ``trigger-ml``."""
+
 from trigger_ml.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

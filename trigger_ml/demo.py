@@ -10,7 +10,6 @@ resources (yosys) with the open tools, and writes ``metrics.json`` plus the repo
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -22,6 +21,8 @@ from trigger_ml.core.constants import RTL_MANIFEST_FILE
 from trigger_ml.core.errors import ArtifactError
 
 ZOO = Path(__file__).resolve().parents[1] / "models"
+#: the stage name in a demo output's manifest.json
+STAGE = "demo"
 #: the demo's working point: the firmware threshold and the TPR column of metrics/report
 RATE_KHZ = 5.0
 
@@ -38,6 +39,19 @@ def run_demo(
     budget_s: float = 280.0, log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Run the whole pipeline into ``out``; returns the metrics written to ``out/metrics.json``."""
+    from trigger_ml.core.artifacts import check_output, replace_dir_in_place
+
+    # replaces only a previous demo output (with force), never a user's folder or another stage's output;
+    # the old demo is kept aside until the new one is complete, and restored if this run fails or is interrupted
+    out = check_output(out, [], STAGE, force)
+    with replace_dir_in_place(out, force=force, stage=STAGE):
+        return _run_demo(out, n_background=n_background, n_signal=n_signal, seed=seed, epochs=epochs, n_train=n_train,
+                         n_verify=n_verify, full=full, measure=measure, budget_s=budget_s, log=log)
+
+
+def _run_demo(out: Path, *, n_background: int, n_signal: int, seed: int, epochs: int, n_train: int, n_verify: int,
+              full: bool, measure: bool, budget_s: float, log: Callable[[str], None]) -> dict[str, Any]:
+    from trigger_ml.core.artifacts import write_manifest
     from trigger_ml.data.synth import SIGNALS, generate_file
     from trigger_ml.reports.collect import trigger_metrics
     from trigger_ml.firmware.convert import convert_run
@@ -46,11 +60,6 @@ def run_demo(
     from trigger_ml.trigger.run import emulate
     from trigger_ml.verify import verify
 
-    out = Path(out)
-    if out.exists():
-        if not force:
-            raise ArtifactError(f"{out}: exists; pass --force to overwrite")
-        shutil.rmtree(out)
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -61,7 +70,8 @@ def run_demo(
     # ---- data
     done = step("data")
     data = out / "data"
-    data.mkdir(parents=True)
+    for sub in (data, out / "runs", out / "firmware"):  # stage outputs never create their parent directories
+        sub.mkdir()
     bkg = generate_file(data / "background.h5", n_background, "background", seed)
     sigs = {s: generate_file(data / f"{s}.h5", n_signal, s, seed + 1 + i) for i, s in enumerate(SIGNALS)}
     done()
@@ -91,79 +101,95 @@ def run_demo(
     from trigger_ml.measure import measure as measure_stage
 
     synth: dict[str, Any] = {}
+    cancel = threading.Event()  # set when the demo fails or is interrupted: Yosys is stopped, its temporaries removed
+
+    def _cancelled(*_a: Any) -> None:
+        if cancel.is_set():
+            raise ArtifactError("demo interrupted: resource measurement cancelled")
+
     if measure:
         synth_timeout = max(30.0, budget_s - (time.perf_counter() - t_start))
 
         def _synth() -> None:
             try:
-                synth["result"] = measure_stage(rtl["path"], what=("resources",), timeout_s=synth_timeout)["resources"]
+                synth["result"] = measure_stage(rtl["path"], what=("resources",), timeout_s=synth_timeout,
+                                                progress=_cancelled)["resources"]
             except Exception as exc:  # noqa: BLE001 - reported in metrics, the demo goes on
                 synth["error"] = f"{type(exc).__name__}: {exc}"
 
         th = threading.Thread(target=_synth, daemon=True)
         th.start()
 
-    # ---- emulate the trigger on the held-out background and the signals (the held-out rule picks
-    #      the background events after the n_train that training read; every stage uses the same)
-    done = step("emulate")
-    menu = emulate(hls["path"], [bkg], list(sigs.values()), catalog=out / "catalog.h5")
-    done()
-    done = step("physics")
-    phys = trigger_metrics(run, Path(hls["path"]), list(sigs.values()), bkg, None, RATE_KHZ)
-    perf = {s: {k: _short(v) for k, v in m.items() if k in ("float", "quantized", "firmware")}
-            for s, m in phys["signals"].items()}
-    done()
+    try:
+        # ---- emulate the trigger on the held-out background and the signals (the held-out rule picks
+        #      the background events after the n_train that training read; every stage uses the same)
+        done = step("emulate")
+        menu = emulate(hls["path"], [bkg], list(sigs.values()), catalog=out / "catalog.h5")
+        done()
+        done = step("physics")
+        phys = trigger_metrics(run, Path(hls["path"]), list(sigs.values()), bkg, None, RATE_KHZ)
+        perf = {s: {k: _short(v) for k, v in m.items() if k in ("float", "quantized", "firmware")}
+                for s, m in phys["signals"].items()}
+        done()
 
-    # ---- bit-exact cross-check
-    done = step("verify")
-    ver = verify(run, bkg, hls_dir=Path(hls["path"]), rtl_dir=Path(rtl["path"]), n_events=n_verify, log=log)
-    done()
-    emu_rate = _emulator_throughput(FirmwareScorer(hls["path"]), bkg)
+        # ---- bit-exact cross-check
+        done = step("verify")
+        ver = verify(run, bkg, hls_dir=Path(hls["path"]), rtl_dir=Path(rtl["path"]), n_events=n_verify, log=log)
+        done()
+        emu_rate = _emulator_throughput(FirmwareScorer(hls["path"]), bkg)
 
-    # ---- latency (Verilator) and resources (yosys)
-    done = step("latency")
-    lat = measure_stage(rtl["path"], what=("latency",))["latency"]
-    if lat["status"] != "measured":
-        raise ArtifactError(f"{rtl['path']}: latency {lat['source']}")
-    cycles = lat["figures"]["latency_cycles"]["value"]
-    done()
-    if measure:
-        th.join()
-    metrics: dict[str, Any] = {
-        "model": main, "background": phys["background"], "n_background": phys["n_background"],
-        "target_rate_khz": RATE_KHZ, "signals": perf,
-        "auc": {s: {"float": v["float"]["auc"], "firmware": v["firmware"]["auc"]} for s, v in perf.items()},
-        "tpr_at_fpr_1e-5": {s: {"float": v["float"]["tpr_at_fpr_1e-5"], "firmware": v["firmware"]["tpr_at_fpr_1e-5"]}
-                            for s, v in perf.items()},
-        "mismatches": {k: p["mismatches"] for k, p in ver["exact_pairs"].items()}
-        | ({"trigger_bit:emulator:csim": ver["trigger_bit"]["mismatches"]} if ver.get("trigger_bit") else {}),
-        "verify_events": ver["n_events"],
-        "emulator_events_per_s": {"value": emu_rate, "source": "measured (trigger_ml emulator, this machine)"},
-        "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "hdl_pipeline_depth": rtl["latency_cycles"]},
-        "latency_ns": {"value": cycles * rtl["clock_ns"], "source": f"measured (Verilator) × {rtl['clock_ns']} ns clock"},
-        "menu": {wp: ({"threshold": r["threshold"]["value"], "rate_khz": r["threshold"]["rate_khz"],
-                       "pure_rate_khz": r["pure_rate_khz"],
-                       "efficiency": {s: r["signals"][s]["efficiency"] for s in r["signals"]}}
-                      if r["threshold"] is not None else {"error": r["error"]})
-                 for wp, r in menu["working_points"].items()},
-        "timings_s": timings,
-    }
-    r = synth.get("result") or {}
-    if r.get("status") == "measured":
-        for k, fig in (("luts", "LUT"), ("ffs", "FF"), ("dsps", "DSP")):
-            metrics[k] = {"value": r["figures"][fig]["value"], "source": r["source"]}
-    else:  # no measurement within the demo's time budget: da4ml's own estimate, labelled as such
-        why = r.get("reason") or synth.get("error", "yosys not run (--no-measure)")
-        man = json.loads((Path(rtl["path"]) / RTL_MANIFEST_FILE).read_text())
-        est = {"luts": man.get("da4ml_cost"), "ffs": man.get("reg_bits"), "dsps": 0}
-        for k, v in est.items():
-            metrics[k] = {"value": v, "source": "estimated (alkaid)", "measurement": why.split(" (")[0][:200],
-                          "how_to_measure": f"trigger-ml measure {rtl['path']} (yosys, cached afterwards)"}
-    metrics["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "verify.json").write_text(json.dumps(ver, indent=2))
-    (out / "menu.json").write_text(json.dumps(menu, indent=2))
-    _try_report(out, log)
+        # ---- latency (Verilator) and resources (yosys)
+        done = step("latency")
+        lat = measure_stage(rtl["path"], what=("latency",))["latency"]
+        if lat["status"] != "measured":
+            raise ArtifactError(f"{rtl['path']}: latency {lat['source']}")
+        cycles = lat["figures"]["latency_cycles"]["value"]
+        done()
+        if measure:
+            th.join()
+        metrics: dict[str, Any] = {
+            "model": main, "background": phys["background"], "n_background": phys["n_background"],
+            "target_rate_khz": RATE_KHZ, "signals": perf,
+            "auc": {s: {"float": v["float"]["auc"], "firmware": v["firmware"]["auc"]} for s, v in perf.items()},
+            "tpr_at_fpr_1e-5": {s: {"float": v["float"]["tpr_at_fpr_1e-5"], "firmware": v["firmware"]["tpr_at_fpr_1e-5"]}
+                                for s, v in perf.items()},
+            "mismatches": {k: p["mismatches"] for k, p in ver["exact_pairs"].items()}
+            | ({"trigger_bit:emulator:csim": ver["trigger_bit"]["mismatches"]} if ver.get("trigger_bit") else {}),
+            "verify_events": ver["n_events"],
+            "emulator_events_per_s": {"value": emu_rate, "source": "measured (trigger_ml emulator, this machine)"},
+            "latency_cycles": {"value": cycles, "source": "measured (Verilator)", "hdl_pipeline_depth": rtl["latency_cycles"]},
+            "latency_ns": {"value": cycles * rtl["clock_ns"], "source": f"measured (Verilator) × {rtl['clock_ns']} ns clock"},
+            "menu": {wp: ({"threshold": r["threshold"]["value"], "rate_khz": r["threshold"]["rate_khz"],
+                           "pure_rate_khz": r["pure_rate_khz"],
+                           "efficiency": {s: r["signals"][s]["efficiency"] for s in r["signals"]}}
+                          if r["threshold"] is not None else {"error": r["error"]})
+                     for wp, r in menu["working_points"].items()},
+            "timings_s": timings,
+        }
+        r = synth.get("result") or {}
+        if r.get("status") == "measured":
+            for k, fig in (("luts", "LUT"), ("ffs", "FF"), ("dsps", "DSP")):
+                metrics[k] = {"value": r["figures"][fig]["value"], "source": r["source"]}
+        else:  # no measurement within the demo's time budget: da4ml's own estimate, labelled as such
+            why = r.get("reason") or synth.get("error", "yosys not run (--no-measure)")
+            man = json.loads((Path(rtl["path"]) / RTL_MANIFEST_FILE).read_text())
+            est = {"luts": man.get("da4ml_cost"), "ffs": man.get("reg_bits"), "dsps": 0}
+            for k, v in est.items():
+                metrics[k] = {"value": v, "source": "estimated (alkaid)", "measurement": why.split(" (")[0][:200],
+                              "how_to_measure": f"trigger-ml measure {rtl['path']} (yosys, cached afterwards)"}
+        metrics["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+        (out / "verify.json").write_text(json.dumps(ver, indent=2))
+        (out / "menu.json").write_text(json.dumps(menu, indent=2))
+        _try_report(out, log)
+        write_manifest(out, STAGE, inputs={}, seed=seed, figures={"timings_s": metrics["timings_s"]},
+                       config={"n_background": n_background, "n_signal": n_signal, "epochs": epochs, "n_train": n_train,
+                               "n_verify": n_verify, "full": full, "measure": measure})  # marks a (complete) demo output
+    except BaseException:
+        cancel.set()  # stop Yosys in the measuring thread (its temporaries go with it) before the partial demo is removed
+        if measure:
+            th.join(timeout=30)
+        raise
     return metrics
 
 

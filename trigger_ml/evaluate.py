@@ -7,8 +7,34 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.core.errors import ArtifactError
+from trigger_ml.core.constants import MANIFEST_FILE
+from trigger_ml.core.errors import ArtifactError, ConfigError
 from trigger_ml.core.metrics import BX_RATE_HZ, mean_std, signal_metrics
+
+
+def check_rates(target_rate_khz: float | None, bx_rate_hz: float) -> None:
+    """A target rate (if any) must be a positive number of kHz below the bunch-crossing rate."""
+    import math
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if not number(bx_rate_hz) or bx_rate_hz <= 0:
+        got = f"{bx_rate_hz / 1e6:g} MHz" if isinstance(bx_rate_hz, (int, float)) else repr(bx_rate_hz)
+        raise ConfigError(f"bunch-crossing rate (--bx-rate-mhz) must be a positive number, got {got}")
+    if target_rate_khz is not None and (not number(target_rate_khz) or target_rate_khz <= 0
+                                        or target_rate_khz * 1e3 >= bx_rate_hz):
+        raise ConfigError(f"target rate (--rate-khz) must be a positive number of kHz below the bunch-crossing "
+                          f"rate ({bx_rate_hz / 1e3:g} kHz), got {target_rate_khz!r}")
+
+
+def check_signal_files(signals) -> None:
+    """Every signal file follows the layout, holds events and only valid ones (one-line error
+    otherwise) - checked before any model runs, not after the background was scored."""
+    from trigger_ml.data.adc2021 import check_events
+
+    for s in signals:
+        check_events(s, "signal efficiencies need signal events; give a signal file with events (--signals)")
 
 
 def _scores(model, x: np.ndarray) -> np.ndarray:
@@ -27,9 +53,11 @@ def evaluate_artifact(
     """
     from trigger_ml.train import load_artifact
 
+    check_rates(target_rate_khz, bx_rate_hz)
     art = load_artifact(run)
     if art.config.kind == "classifier":
         raise ArtifactError(f"{run}: evaluate computes anomaly-trigger metrics; {art.config.name} is a classifier")
+    check_signal_files(signals)
     ho = art.held_out(background, max_events)
     b_note = ho.note
     xb = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
@@ -54,8 +82,8 @@ def evaluate(runs: list[Path], signals: list[Path], background: Path | None = No
     expanded: list[Path] = []
     for r in runs:
         r = Path(r)
-        subs = sorted(p for p in r.glob("seed*") if (p / "manifest.json").exists())
-        expanded.extend(subs if subs and not (r / "manifest.json").exists() else [r])
+        subs = sorted(p for p in r.glob("seed*") if (p / MANIFEST_FILE).exists())
+        expanded.extend(subs if subs and not (r / MANIFEST_FILE).exists() else [r])
     per_run = [evaluate_artifact(r, signals, background, **kw) for r in expanded]
     if len(per_run) == 1:
         return per_run[0]

@@ -71,7 +71,7 @@ Results are cached as JSON keyed by sha256 of (source paths + contents, ``*.mem`
 family, top, flags, Yosys version), so a second call on the same design is instant; a cache
 hit is returned with ``cached=True`` (not part of equality).  Yosys' log is streamed from its
 standard output, so ``progress`` learns the pass it is in (``ABC9 pass``, ...); a timeout
-terminates it (SIGTERM, then SIGKILL) and raises :class:`SynthTimeout`, caching nothing.
+stops it (SIGINT, then SIGTERM, then SIGKILL) and raises :class:`SynthTimeout`, caching nothing.
 
 Latency: Verilator
 ------------------
@@ -85,12 +85,14 @@ measured only when it holds the Verilog of a vendor HLS synthesis (``*_prj/<solu
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -285,15 +287,19 @@ def _pass_of(line: str) -> str | None:
 
 
 def _stop(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
-    """Ask the process to stop (SIGTERM), kill it if it does not within ``grace_s``."""
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """Ask the process to stop - SIGINT first (YoWASP then removes its ``yowasp_*`` sandbox directory,
+    which SIGTERM would leave in the temp directory), then SIGTERM - and kill it if it still runs."""
+    for ask in (lambda: proc.send_signal(signal.SIGINT), proc.terminate):
+        if proc.poll() is not None:
+            return
+        ask()
+        try:
+            proc.wait(timeout=grace_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+    proc.kill()
+    proc.wait()
 
 
 def synthesize(
@@ -427,7 +433,7 @@ def synthesize(
         top=top,
     )
     write_json_atomic(cfile, {"key": key, "rtl_dir": str(rtl_dir), "sources": [str(p) for p in srcs],
-                              "result": result.to_json()})
+                              "result": result.to_json()}, parents=True)  # a cache: complete or absent
     return result
 
 
@@ -645,6 +651,25 @@ def _measure_resources(proj: FirmwareProject, h: str, part: str, family: str, ti
     }
 
 
+def _stop_children(grace_s: float = 5.0) -> None:
+    """Terminate this process's child processes (the tools a worker thread is waiting for)."""
+    try:
+        import psutil
+    except ImportError:
+        return
+    try:
+        kids = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return
+    for k in kids:
+        with contextlib.suppress(psutil.Error):
+            k.terminate()
+    _, alive = psutil.wait_procs(kids, timeout=grace_s)
+    for k in alive:
+        with contextlib.suppress(psutil.Error):
+            k.kill()
+
+
 def _measure_latency(proj: FirmwareProject, h: str, tick: Callable[[float, str | None], None]) -> dict[str, Any]:
     base = {"design_hash": h, "top": proj.top}
     if proj.kind != "rtl":
@@ -665,9 +690,14 @@ def _measure_latency(proj: FirmwareProject, h: str, tick: Callable[[float, str |
     t0 = time.monotonic()
     th = threading.Thread(target=_run, name="trigger_ml-verilator", daemon=True)
     th.start()
-    while th.is_alive():
-        th.join(timeout=1.0)
-        tick(time.monotonic() - t0, "Verilator build + simulation")
+    try:
+        while th.is_alive():
+            th.join(timeout=1.0)
+            tick(time.monotonic() - t0, "Verilator build + simulation")
+    except BaseException:  # interrupted: stop Verilator/make/g++ so that the build removes its temporary directory
+        _stop_children()
+        th.join(timeout=30)
+        raise
     seconds = round(time.monotonic() - t0, 3)
     err = box.get("error")
     if err is not None:

@@ -27,7 +27,10 @@ def export_float_onnx(run: str | Path, x_check: np.ndarray, out: Path | None = N
     x = np.asarray(x_check, dtype=np.float32)
     ref = np.asarray(model.predict(x, batch_size=16384, verbose=0), dtype=np.float64)
     path = Path(out) if out else Path(run) / "float_model.onnx"
-    model.export(str(path), format="onnx", verbose=False)
+    from trigger_ml.core.artifacts import atomic_file
+
+    with atomic_file(path) as tmp:  # an interrupted export leaves neither a partial file nor a temporary
+        model.export(str(tmp), format="onnx", verbose=False)
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = np.asarray(sess.run(None, {sess.get_inputs()[0].name: x})[0], dtype=np.float64).reshape(ref.shape)
     diff = np.abs(got - ref)

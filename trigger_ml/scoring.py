@@ -13,7 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
-from trigger_ml.core.constants import INPUT_INFO_FILE, IR_FILE, PREPROCESSING_FILE, RTL_MANIFEST_FILE, SOURCE_RUN_FILE
+from trigger_ml.core.constants import (
+    INPUT_INFO_FILE,
+    MANIFEST_FILE,
+    IR_FILE,
+    PREPROCESSING_FILE,
+    RTL_MANIFEST_FILE,
+    SOURCE_RUN_FILE,
+)
 from trigger_ml.core.errors import ArtifactError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.threshold import Threshold, resolve_score
@@ -182,7 +189,7 @@ def held_out_sources(firmware_dir: str | Path, backgrounds, max_events: int | No
 
     run = source_run(firmware_dir)
     man = cfg = None
-    if run is not None and (run / "manifest.json").is_file():
+    if run is not None and (run / MANIFEST_FILE).is_file():
         man = read_manifest(run, expect_stage="train", verify_inputs=False)
         cfg = ModelConfig.model_validate(man["config"])
     out, notes = [], []
@@ -192,9 +199,9 @@ def held_out_sources(firmware_dir: str | Path, backgrounds, max_events: int | No
             out.append((str(ho.path), ho.start, ho.stop))
             notes.append(ho.note)
         else:
-            from trigger_ml.data.adc2021 import count_events
+            from trigger_ml.data.adc2021 import require_events
 
-            n = count_events(b)
+            n = require_events(b, "background events are needed; give a background file with events (--background)")
             stop = min(n, max_events) if max_events else n
             out.append((str(b), 0, stop))
             notes.append(f"{b} events 0-{stop:,} (training run unknown: the held-out rule could not be applied)")

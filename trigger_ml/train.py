@@ -15,6 +15,7 @@ best-weight checkpointing, and writes an artifact directory atomically:
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -29,11 +30,13 @@ import numpy as np
 from trigger_ml.core.constants import FLOAT_MODEL_FILE as FLOAT_FILE  # noqa: E402
 from trigger_ml.core.constants import INPUT_INFO_FILE, MODEL_FILE, PREPROCESSING_FILE
 from trigger_ml.core.constants import TRAIN_MODEL_FILE as TRAIN_FILE
-from trigger_ml.core.errors import ArtifactError, ConfigError
+from trigger_ml.core.errors import ArtifactError, ConfigError, DataFormatError
 from trigger_ml.data import adc2021
 from trigger_ml.data import preprocess as P
 from trigger_ml.models.config import ModelConfig, load_model_config
 
+#: the stage name in a training run's manifest.json
+STAGE = "train"
 
 @dataclass
 class Prepared:
@@ -89,13 +92,52 @@ def model_inputs(config: ModelConfig, pre, info: dict, data: np.ndarray) -> np.n
     return quantize_standardized(pre.transform(data), info)
 
 
+def min_training_events(validation_split: float) -> int:
+    """Fewest events a validation split leaves something on both sides of: Keras trains on the
+    first ``floor(n * (1 - validation_split))`` events (at least 1) and validates on the rest (at least 1)."""
+    n = max(2, math.ceil(1 / (1 - validation_split)) - 1)
+    while math.floor(n * (1.0 - validation_split)) < 1 or math.floor(n * (1.0 - validation_split)) > n - 1:
+        n += 1
+    return n
+
+
+def check_training_size(n: int, config: ModelConfig, data: Path, what: str = "events") -> None:
+    """Refuse (one line) a training sample that the validation split leaves empty on either side."""
+    vs = config.training.validation_split
+    if n == 0:
+        if what == "events":
+            raise adc2021.empty_file_error(data, "training needs background events; give a file with events (--data)")
+        raise DataFormatError(f"{data}: holds 0 {what}; training needs a table with {what}")
+    need = min_training_events(vs)
+    if n < need:
+        n_fit = math.floor(n * (1.0 - vs))
+        raise DataFormatError(
+            f"{data}: {n:,} {what if n != 1 else what[:-1]} {'are' if n != 1 else 'is'} too few to train with "
+            f"validation_split {vs:g} ({n_fit:,} for training, "
+            f"{n - n_fit:,} for validation); give at least {need:,} {what} (--data, --max-events) or change "
+            f"training.validation_split")
+
+
 def read_training_data(config: ModelConfig, data: Path, max_events: int | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Background events (L1 models) or (features, labels) (classifier) from ``data``."""
+    """Background events (L1 models) or (features, labels) (classifier) from ``data``.
+
+    Refused with a one-line DataFormatError when the file holds no events or too few for the
+    validation split (:func:`check_training_size`)."""
     if config.kind == "classifier":
         from trigger_ml.data.jets import load_jets
 
         x, y = load_jets(data)
-        return (x[:max_events], y[:max_events]) if max_events else (x, y)
+        x, y = (x[:max_events], y[:max_events]) if max_events else (x, y)
+        check_training_size(len(x), config, Path(data), "jets")
+        if x.shape[1] != config.n_features:
+            raise ConfigError(f"{config.name}: n_features is {config.n_features} but {data} holds {x.shape[1]} "
+                              f"features per jet; set n_features: {x.shape[1]}")
+        if int(y.max()) >= config.n_classes:
+            raise ConfigError(f"{config.name}: n_classes is {config.n_classes} but {data} holds class index "
+                              f"{int(y.max())}; set n_classes: {int(y.max()) + 1} or more")
+        return x, y
+    n = adc2021.count_events(data)
+    check_training_size(min(n, max_events) if max_events else n, config, Path(data))  # before reading anything
     return adc2021.read_events(data, stop=max_events), None
 
 
@@ -193,7 +235,7 @@ def train(
     """Train ``config`` on ``data`` and write the model artifact directory ``out`` (see module doc)."""
     import keras
 
-    from trigger_ml.core.artifacts import atomic_dir, write_manifest
+    from trigger_ml.core.artifacts import atomic_dir, check_output, write_manifest
     from trigger_ml.models import build
 
     cfg = config if isinstance(config, ModelConfig) else load_model_config(config)
@@ -207,6 +249,8 @@ def train(
         tr = cfg.training.model_copy(update={k: v for k, v in (("epochs", epochs), ("max_events", max_events)) if v})
         cfg = cfg.model_copy(update={"training": tr})
     data = Path(data)
+    # before any work: never over an input (data, teacher, the config file), only over an earlier run
+    check_output(out, [data, cfg.teacher, None if isinstance(config, ModelConfig) else config], STAGE, force)
     keras.utils.set_random_seed(cfg.seed)
 
     raw, labels = read_training_data(cfg, data, cfg.training.max_events)
@@ -224,7 +268,9 @@ def train(
     y = _targets(cfg, x, events, labels, teacher_scores, pre)
 
     log(f"training {cfg.name} ({cfg.kind}, {cfg.quantization.mode} quantization) on {len(x):,} events, seed {cfg.seed}")
-    with atomic_dir(Path(out), force=force) as tmp:
+    # everything this stage writes - Keras checkpoints (.work/), models, JSON - is inside the
+    # temporary directory, which an exception (KeyboardInterrupt, the CLI's SIGTERM) removes
+    with atomic_dir(Path(out), force=force, stage=STAGE) as tmp:
         built = build(cfg, info)
         fit_q = _fit(built, cfg, x, y, tmp / ".work", log, True)
         figures: dict[str, Any] = {"quantized": {k: v for k, v in fit_q.items() if k != "history"}}
@@ -249,7 +295,7 @@ def train(
         inputs = {"data": data}
         if cfg.teacher:
             inputs["teacher_model"] = Path(cfg.teacher) / MODEL_FILE
-        write_manifest(tmp, "train", inputs=inputs, config=cfg.model_dump(mode="json"), figures=figures, seed=cfg.seed)
+        write_manifest(tmp, STAGE, inputs=inputs, config=cfg.model_dump(mode="json"), figures=figures, seed=cfg.seed)
     log(f"wrote {out}  (quantized best val loss {figures['quantized']['best_val_loss']:.4g}, "
         f"EBOPs {figures['quantized']['ebops']:.0f}, {figures['quantized']['seconds_per_epoch']:.2f} s/epoch)")
     return Path(out)
@@ -280,8 +326,17 @@ class Artifact:
             from trigger_ml.data.jets import load_jets
 
             x, _ = load_jets(path)
-            return model_inputs(self.config, self.preprocessing, self.input_info, x[start:stop])
+            n, x = len(x), x[start:stop]
+            if not len(x):
+                raise DataFormatError(f"{path}: no jets to read from row {start:,} (the table holds {n:,} rows)")
+            return model_inputs(self.config, self.preprocessing, self.input_info, x)
         ev = adc2021.read_events(path, start=start, stop=stop)
+        if not len(ev):  # nothing to score: say why instead of failing inside Keras
+            n = adc2021.count_events(path)
+            if n == 0:
+                raise adc2021.empty_file_error(path)
+            raise DataFormatError(f"{path}: no events in [{start:,}, {stop if stop is not None else n:,}) "
+                                  f"(the file holds {n:,})")
         return model_inputs(self.config, self.preprocessing, self.input_info, ev)
 
 
@@ -314,7 +369,10 @@ def held_out_background(run_manifest: dict, config: ModelConfig, background: str
     path = Path(background) if background is not None else (Path(train_data) if train_data else None)
     if path is None:
         raise ArtifactError("no background file given and the run records no training data; pass --background")
-    n_all = adc2021.count_events(path)
+    if max_events is not None and max_events < 1:
+        raise ConfigError(f"max_events must be a positive number of events, got {max_events!r}")
+    n_all = adc2021.require_events(path, "background events are needed; give a background file with events "
+                                         "(--background)")
     if train_data and path.resolve() == Path(train_data).resolve():
         used = min(config.training.max_events or n_all, n_all)
         if n_all > used:
@@ -332,19 +390,54 @@ def held_out_background(run_manifest: dict, config: ModelConfig, background: str
 
 
 def _load_keras(path: Path):
+    """Load a ``.keras`` model with ``safe_mode=True``; every failure is one ArtifactError line that
+    says what is wrong: missing, not a Keras model archive, a layer refused by safe_mode, a layer
+    unknown to trigger_ml/HGQ2, or otherwise unloadable."""
+    import zipfile
+
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"{path}: model file missing; re-run `trigger-ml train`")
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a directory, not a Keras model archive; re-run `trigger-ml train`")
+    if not os.access(path, os.R_OK):
+        raise ArtifactError(f"{path}: cannot be read (permission denied)")
+    redo = "re-run `trigger-ml train` (with --force) to write it again"
+    # a .keras file is a zip archive holding config.json (+ weights); check before Keras says "File not found"
+    try:
+        with zipfile.ZipFile(path) as z:
+            has_config = "config.json" in z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise ArtifactError(f"{path}: not a Keras model archive (a .keras file is a zip archive; this one is "
+                            f"not - truncated or overwritten?); {redo}") from None
+    if not has_config:
+        raise ArtifactError(f"{path}: not a Keras model archive (no config.json inside the zip); {redo}")
+
     import hgq  # noqa: F401  (registers the HGQ2 layers)
     import keras
 
     import trigger_ml.models.zoo  # noqa: F401  (registers our custom objects)
 
-    if not path.exists():
-        raise ArtifactError(f"{path}: model file missing; re-run `trigger-ml train`")
     try:
         return keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:  # noqa: BLE001 - keras raises many types for corrupt/unknown content
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path}: cannot be loaded safely ({type(exc).__name__}: {msg[:300]}); "
-                            f"the file is corrupt or uses layers unknown to trigger_ml/HGQ2") from None
+        text = " ".join(str(exc).split())
+        msg = text or type(exc).__name__
+        low = text.lower()
+        if "safe_mode" in low or "arbitrary code execution" in low or "unsafe_deserialization" in low:
+            import re
+
+            m = re.search(r"deserialization of an? `?(\w+)`? layer", text)
+            what = f"a `{m.group(1)}` layer" if m else "a layer"
+            raise ArtifactError(
+                f"{path}: refused by Keras safe_mode: the model contains {what} that runs arbitrary Python code, "
+                f"which trigger_ml never loads; rebuild the model from layers of the model zoo / HGQ2 (no Lambda "
+                f"layers) and {redo}") from None
+        if "could not locate" in low or "unknown layer" in low or "could not deserialize" in low:
+            raise ArtifactError(f"{path}: uses a layer unknown to trigger_ml/HGQ2 ({type(exc).__name__}: {msg[:200]}); "
+                                f"the model must be built from the model zoo's layers; {redo}") from None
+        raise ArtifactError(f"{path}: cannot be loaded ({type(exc).__name__}: {msg[:300]}); the archive may be "
+                            f"damaged or written by another Keras/HGQ2 version; {redo}") from None
 
 
 def load_artifact(path: str | Path) -> Artifact:

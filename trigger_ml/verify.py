@@ -60,16 +60,28 @@ def sliced_wasserstein(a: np.ndarray, b: np.ndarray, n_projections: int = 64, se
 
 
 def compare_statistical(ref: np.ndarray, got: np.ndarray) -> dict[str, Any]:
-    """Agreement of quantized vs float outputs: correlations, KS two-sample test, sliced Wasserstein."""
+    """Agreement of quantized vs float outputs: correlations, KS two-sample test, sliced Wasserstein.
+
+    Correlations need two events and outputs that vary: otherwise they are NaN (with a ``note``)."""
+    import warnings
+
     a, b = np.asarray(ref, np.float64).reshape(len(ref), -1), np.asarray(got, np.float64).reshape(len(got), -1)
-    ks = stats.ks_2samp(a[:, 0], b[:, 0])
-    return {
-        "pearson": float(stats.pearsonr(a[:, 0], b[:, 0]).statistic),
-        "spearman": float(stats.spearmanr(a[:, 0], b[:, 0]).statistic),
-        "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
-        "sliced_wasserstein": sliced_wasserstein(a, b),
-        "max_abs_diff": float(np.abs(a - b).max()),
-    }
+    n = len(a)
+    with warnings.catch_warnings():  # constant outputs: NaN correlations, said in the note, not as a warning
+        warnings.simplefilter("ignore")
+        ks = stats.ks_2samp(a[:, 0], b[:, 0])
+        corr = n >= 2 and np.ptp(a[:, 0]) > 0 and np.ptp(b[:, 0]) > 0
+        res = {
+            "pearson": float(stats.pearsonr(a[:, 0], b[:, 0]).statistic) if corr else float("nan"),
+            "spearman": float(stats.spearmanr(a[:, 0], b[:, 0]).statistic) if corr else float("nan"),
+            "ks_statistic": float(ks.statistic), "ks_pvalue": float(ks.pvalue),
+            "sliced_wasserstein": sliced_wasserstein(a, b),
+            "max_abs_diff": float(np.abs(a - b).max()) if a.size else 0.0,
+        }
+    if not corr:
+        res["note"] = (f"correlations need at least 2 events with varying outputs (have {n:,} events)"
+                       if n < 2 else "an output is constant over these events: correlations are undefined")
+    return res
 
 
 # ------------------------------------------------------------------ localization
@@ -171,10 +183,12 @@ def verify(
     """Run every available stage on ``n_events`` held-out events of ``events`` and compare them (see
     module doc). With a trigger wrapper in ``hls_dir``, the emulator's trigger bit (the IR's
     threshold) is compared with the wrapper's C-simulated bit on ``n_trigger_events`` events."""
+    from trigger_ml.evaluate import check_signal_files
     from trigger_ml.train import load_artifact
 
     art = load_artifact(run)
     ho = art.held_out(events, n_events)  # the one held-out rule: never a training event
+    check_signal_files(signals)  # before the (slow) stages, not after them
     x = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
     outs: dict[str, np.ndarray] = {}
     times: dict[str, float] = {}
@@ -256,6 +270,10 @@ def _tpr_shift(art, fmodel, x_bkg: np.ndarray, signals: list[Path], n_events: in
     return out
 
 
-def write_report(res: dict[str, Any], path: str | Path) -> Path:
-    """Write the verification report JSON (atomically)."""
-    return write_json_atomic(path, res, indent=2)
+def write_report(res: dict[str, Any], path: str | Path, inputs: tuple = ()) -> Path:
+    """Write the verification report JSON (atomically). It replaces only an earlier verify report (its
+    ``"stage": "verify"`` key), never an input (the run, the events file, ``inputs``) or another file."""
+    from trigger_ml.core.artifacts import check_output
+
+    check_output(path, [res.get("run"), res.get("events"), *inputs], "verify", force=True, kind="file")
+    return write_json_atomic(path, {"stage": "verify", **res}, indent=2)

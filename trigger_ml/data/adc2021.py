@@ -13,6 +13,7 @@ event) and attributes (generator, seed); readers of the ADC2021 files never need
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from trigger_ml.core.artifacts import atomic_file
+from trigger_ml.core.artifacts import H5_STAGE_ATTR, atomic_file, signals_deferred
 from trigger_ml.core.errors import ArtifactError, DataFormatError
 
 DATASET = "Particles"
@@ -52,19 +53,42 @@ class EventsInfo:
     attrs: dict
 
 
+#: what h5py raises on damaged files (metadata, chunk index or data): reported as DataFormatError
+_H5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:300] or type(exc).__name__
+
+
 def _open(path: str | os.PathLike) -> h5py.File:
     p = Path(path)
     if not p.exists():
         raise DataFormatError(f"{p}: file not found")
+    if p.is_dir():
+        raise DataFormatError(f"{p}: is a directory, expected an HDF5 events file (.h5)")
+    if not os.access(p, os.R_OK):
+        raise DataFormatError(f"{p}: cannot be read (permission denied)")
     try:
         return h5py.File(p, "r")
-    except OSError as exc:
+    except _H5_ERRORS as exc:
         raise DataFormatError(
-            f"{p}: cannot be opened as HDF5 (truncated or corrupt file?): {str(exc).splitlines()[0]}"
+            f"{p}: cannot be opened as HDF5 (truncated or corrupt file?): {_first_line(exc)}"
         ) from None
 
 
 def _dataset(f: h5py.File, path: Path) -> h5py.Dataset:
+    try:
+        return _layout(f, path)
+    except DataFormatError:
+        raise
+    except _H5_ERRORS as exc:  # damaged metadata (object headers), dangling links
+        raise DataFormatError(f"{path}: '/{DATASET}' cannot be opened (a link to a missing file or object, or a "
+                              f"truncated or corrupt file): {_first_line(exc)}") from None
+
+
+def _layout(f: h5py.File, path: Path) -> h5py.Dataset:
     if DATASET not in f:
         names = ", ".join(sorted(f.keys())) or "none"
         raise DataFormatError(
@@ -73,25 +97,38 @@ def _dataset(f: h5py.File, path: Path) -> h5py.Dataset:
     ds = f[DATASET]
     if not isinstance(ds, h5py.Dataset):
         raise DataFormatError(f"{path}: '/{DATASET}' is a group, expected an (N, 19, 4) dataset")
-    if ds.ndim != 3 or ds.shape[1:] != (N_OBJECTS, N_COLUMNS):
+    if ds.shape is None or ds.ndim != 3 or ds.shape[1:] != (N_OBJECTS, N_COLUMNS):
         raise DataFormatError(
             f"{path}: dataset '{DATASET}' has shape {ds.shape}, expected (N, {N_OBJECTS}, {N_COLUMNS})"
         )
-    if ds.dtype.kind != "f":
+    if ds.dtype.kind != "f" or ds.dtype.itemsize > 8:
         raise DataFormatError(
             f"{path}: dataset '{DATASET}' has dtype {ds.dtype}, expected float32 or float64"
         )
     return ds
 
 
+_F32_MAX = float(np.finfo(np.float32).max)
+
+
 def validate_chunk(chunk: np.ndarray, path: Path, start: int) -> None:
-    """Raise DataFormatError naming the first offending event of ``chunk`` (global index ``start`` + i)."""
+    """Raise DataFormatError naming the first offending event of ``chunk`` (global index ``start`` + i).
+
+    ``chunk`` may be in the file's own float dtype: values that float32 (the models' input type)
+    cannot hold are refused like non-finite ones."""
     bad = ~np.isfinite(chunk)
     if bad.any():
         i, r, c = np.argwhere(bad)[0]
         raise DataFormatError(
             f"{path}: dataset '{DATASET}': event {start + i} object {r} column {c} is not finite "
             f"({chunk[i, r, c]}); remove or fix non-finite values"
+        )
+    big = np.abs(chunk) > _F32_MAX
+    if big.any():
+        i, r, c = np.argwhere(big)[0]
+        raise DataFormatError(
+            f"{path}: dataset '{DATASET}': event {start + i} object {r} column {c} is {chunk[i, r, c]:g}, "
+            f"beyond the float32 range; remove or fix out-of-range values"
         )
     types = chunk[:, :, 3]
     ok_type = (types == ROW_TYPES) | (types == 0)
@@ -120,13 +157,45 @@ def info(path: str | os.PathLike) -> EventsInfo:
     p = Path(path)
     with _open(p) as f:
         ds = _dataset(f, p)
-        extra = tuple(sorted(k for k in f.keys() if k != DATASET))
-        return EventsInfo(p, int(ds.shape[0]), str(ds.dtype), extra, dict(f.attrs))
+        try:
+            extra = tuple(sorted(k for k in f.keys() if k != DATASET))
+            attrs = dict(f.attrs)
+        except _H5_ERRORS as exc:
+            raise DataFormatError(f"{p}: HDF5 metadata cannot be read (truncated or corrupt file?): "
+                                  f"{_first_line(exc)}") from None
+        return EventsInfo(p, int(ds.shape[0]), str(ds.dtype), extra, attrs)
 
 
 def count_events(path: str | os.PathLike) -> int:
     """Number of events in an ADC2021-layout file."""
     return info(path).n_events
+
+
+def empty_file_error(path: str | os.PathLike, fix: str | None = None) -> DataFormatError:
+    """The one message for an events file without events (layout fine, 0 events)."""
+    return DataFormatError(f"{Path(path)}: dataset '{DATASET}' holds 0 events; "
+                           f"{fix or 'give a file with events (see `trigger-ml data inspect`)'}")
+
+
+def require_events(path: str | os.PathLike, fix: str | None = None) -> int:
+    """Number of events of ``path`` (layout validated); a one-line DataFormatError when it holds none.
+
+    ``fix`` says what to do instead (e.g. which option to give another file to)."""
+    n = count_events(path)
+    if n == 0:
+        raise empty_file_error(path, fix)
+    return n
+
+
+def check_events(path: str | os.PathLike, fix: str | None = None, chunk_size: int = DEFAULT_CHUNK) -> int:
+    """Validate a whole events file up front - layout, every event's values, at least one event -
+    streaming chunk by chunk (memory does not grow with the file); return its number of events.
+
+    For stages that must refuse bad input before they start work or write anything."""
+    n = require_events(path, fix)
+    for _ in iter_chunks(path, chunk_size=chunk_size):
+        pass
+    return n
 
 
 def iter_chunks(
@@ -149,24 +218,45 @@ def iter_chunks(
         ds = _dataset(f, p)
         n = ds.shape[0]
         stop = n if stop is None else min(stop, n)
-        extras = {
-            k: f[k] for k in f.keys() if k != DATASET and isinstance(f[k], h5py.Dataset) and f[k].shape[:1] == (n,)
-        }
-        for lo in range(start, stop, chunk_size):
+        extras = _extras(f, p, n) if with_extra else {}
+        for lo in range(max(start, 0), stop, chunk_size):
             hi = min(lo + chunk_size, stop)
             try:
-                chunk = np.asarray(ds[lo:hi], dtype=np.float32)
-            except OSError as exc:
+                raw = np.asarray(ds[lo:hi])
+            except _H5_ERRORS as exc:
                 raise DataFormatError(
-                    f"{p}: dataset '{DATASET}': events {lo}-{hi} cannot be read (truncated file?): "
-                    f"{str(exc).splitlines()[0]}"
+                    f"{p}: dataset '{DATASET}': events {lo}-{hi} cannot be read (truncated or corrupt file?): "
+                    f"{_first_line(exc)}"
                 ) from None
             if validate:
-                validate_chunk(chunk, p, lo)
+                validate_chunk(raw, p, lo)  # in the file's dtype: a float64 beyond float32 is named, not cast to inf
+            with np.errstate(over="ignore"):  # (validate=False: out-of-range values become inf, silently)
+                chunk = raw.astype(np.float32, copy=False)
             if with_extra:
-                yield chunk, {k: np.asarray(v[lo:hi]) for k, v in extras.items()}
+                try:
+                    ex = {k: np.asarray(v[lo:hi]) for k, v in extras.items()}
+                except _H5_ERRORS as exc:
+                    raise DataFormatError(f"{p}: events {lo}-{hi} of the extra datasets cannot be read "
+                                          f"(truncated or corrupt file?): {_first_line(exc)}") from None
+                yield chunk, ex
             else:
                 yield chunk
+
+
+def _extras(f: h5py.File, p: Path, n: int) -> dict[str, h5py.Dataset]:
+    """The optional per-event datasets next to ``Particles`` (same first dimension); objects that
+    cannot be opened (e.g. a dangling link) are optional extras too, and skipped."""
+    out = {}
+    for k in f.keys():
+        if k == DATASET:
+            continue
+        try:
+            v = f[k]
+        except _H5_ERRORS:
+            continue
+        if isinstance(v, h5py.Dataset) and v.shape is not None and v.shape[:1] == (n,):
+            out[k] = v
+    return out
 
 
 def read_events(
@@ -185,7 +275,11 @@ def read_extra(path: str | os.PathLike, name: str, start: int = 0, stop: int | N
     with _open(p) as f:
         if name not in f:
             raise DataFormatError(f"{p}: no dataset '{name}' (this file carries only {sorted(f.keys())})")
-        return np.asarray(f[name][start:stop])
+        try:
+            return np.asarray(f[name][start:stop])
+        except _H5_ERRORS as exc:
+            raise DataFormatError(f"{p}: dataset '{name}' cannot be read (truncated or corrupt file?): "
+                                  f"{_first_line(exc)}") from None
 
 
 def to_features(events: np.ndarray) -> np.ndarray:
@@ -194,7 +288,15 @@ def to_features(events: np.ndarray) -> np.ndarray:
 
 
 class EventsWriter:
-    """Append events to a new ADC2021-layout file, written atomically (temp file + rename)."""
+    """Append events to a new ADC2021-layout file, written atomically (temp file + rename).
+
+    Nothing is created until the writer is entered (``with``) or first appended to; on any
+    exception inside the ``with`` block (KeyboardInterrupt and the CLI's SIGTERM exception
+    included) the temporary file is removed and an existing ``path`` is left untouched. The file
+    records the stage that wrote it in the attribute ``trigger_ml_stage`` (``stage``), which
+    :func:`trigger_ml.core.artifacts.check_output` reads before it lets a later run of the same
+    stage replace it. A missing parent directory is refused.
+    """
 
     def __init__(
         self,
@@ -203,31 +305,47 @@ class EventsWriter:
         attrs: dict | None = None,
         dtype: str = "float32",
         compression: str | None = None,
+        stage: str = "events",
     ) -> None:
         self.path = Path(path)
         if self.path.exists() and not force:
             raise ArtifactError(f"{self.path}: exists; pass --force (force=True) to overwrite")
-        self._atomic = atomic_file(self.path, force=force, suffix=".tmp")
-        self._tmp = self._atomic.__enter__()
-        self._f = h5py.File(self._tmp, "w")
-        self._ds = self._f.create_dataset(
-            DATASET,
-            shape=(0, N_OBJECTS, N_COLUMNS),
-            maxshape=(None, N_OBJECTS, N_COLUMNS),
-            dtype=dtype,
-            chunks=(4096, N_OBJECTS, N_COLUMNS),
-            compression=compression,
-        )
+        self._force, self._dtype, self._compression = force, dtype, compression
+        self._attrs = {**(attrs or {}), H5_STAGE_ATTR: stage}
+        self._atomic = None
+        self._f: h5py.File | None = None
         self._extra: dict[str, h5py.Dataset] = {}
-        for k, v in (attrs or {}).items():
-            self._f.attrs[k] = v
         self.n = 0
+
+    def _open(self) -> None:
+        if self._f is not None:
+            return
+        atomic = atomic_file(self.path, force=self._force, suffix=".tmp")
+        try:
+            with signals_deferred():  # the temporary file exists only together with its clean-up
+                self._tmp = atomic.__enter__()
+                self._atomic = atomic
+            self._f = h5py.File(self._tmp, "w")
+            self._ds = self._f.create_dataset(
+                DATASET,
+                shape=(0, N_OBJECTS, N_COLUMNS),
+                maxshape=(None, N_OBJECTS, N_COLUMNS),
+                dtype=self._dtype,
+                chunks=(4096, N_OBJECTS, N_COLUMNS),
+                compression=self._compression,
+            )
+            for k, v in self._attrs.items():
+                self._f.attrs[k] = v
+        except BaseException as exc:
+            self._discard(exc)
+            raise
 
     def append(self, events: np.ndarray, extra: dict[str, np.ndarray] | None = None) -> None:
         """Append (n, 19, 4) events and optional per-event extra arrays."""
         events = np.asarray(events)
         if events.ndim != 3 or events.shape[1:] != (N_OBJECTS, N_COLUMNS):
             raise ValueError(f"events must have shape (n, {N_OBJECTS}, {N_COLUMNS}), got {events.shape}")
+        self._open()
         n0, n1 = self.n, self.n + len(events)
         self._ds.resize(n1, axis=0)
         self._ds[n0:n1] = events
@@ -245,25 +363,40 @@ class EventsWriter:
 
     def close(self) -> Path:
         """Finish the file and move it into place."""
-        self._f.close()
-        self._atomic.__exit__(None, None, None)
+        self._open()
+        try:
+            self._f.close()
+            self._f = None
+            self._atomic.__exit__(None, None, None)  # the rename; the writer removes its temporary if that fails
+            self._atomic = None
+        except BaseException as exc:
+            self._discard(exc)
+            raise
         return self.path
+
+    def _discard(self, exc: BaseException) -> None:
+        f, atomic, self._f, self._atomic = self._f, self._atomic, None, None
+        try:
+            if f is not None:
+                with contextlib.suppress(Exception):
+                    f.close()
+        finally:
+            if atomic is not None:
+                atomic.__exit__(type(exc), exc, exc.__traceback__)  # removes the temporary file
 
     def abort(self) -> None:
         """Discard the partial file."""
-        try:
-            self._f.close()
-        finally:
-            self._atomic.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        self._discard(RuntimeError("aborted"))
 
     def __enter__(self) -> "EventsWriter":
+        self._open()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
         else:
-            self.abort()
+            self._discard(exc if exc is not None else exc_type())
 
 
 def write_events(

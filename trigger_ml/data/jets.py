@@ -103,7 +103,11 @@ def load_jets(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         y = df[[f"j_{c}" for c in CLASSES]].to_numpy().argmax(1).astype(np.int64)
     else:
         raise DataFormatError(f"{p}: no label column; give 'class' (g/q/w/z/t) or one-hot j_g, j_q, j_w, j_z, j_t")
-    x = df[list(FEATURES)].to_numpy(np.float32)
+    try:
+        x = df[list(FEATURES)].to_numpy(np.float32)
+    except (ValueError, TypeError):
+        col = next((f for f in FEATURES if not pd.api.types.is_numeric_dtype(df[f])), FEATURES[0])
+        raise DataFormatError(f"{p}: feature column {col!r} holds non-numeric values; expected numbers") from None
     if not np.isfinite(x).all():
         r = int(np.argwhere(~np.isfinite(x))[0, 0])
         raise DataFormatError(f"{p}: row {r} has a non-finite feature value")

@@ -12,6 +12,19 @@ from trigger_ml.data.adc2021 import OBJECT_SLICES, info, iter_chunks
 from trigger_ml.data.synth import PROCESS_CODES
 
 
+def _attr_value(v: Any) -> Any:
+    """An HDF5 attribute as plain Python (arrays → lists, bytes → text), whatever a file holds."""
+    if isinstance(v, np.ndarray):
+        return [_attr_value(x) for x in v.tolist()] if v.ndim else _attr_value(v.item())
+    if isinstance(v, np.generic):
+        return _attr_value(v.item())
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v).decode("utf-8", "replace")
+    if isinstance(v, (list, tuple)):
+        return [_attr_value(x) for x in v]
+    return v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
+
+
 def summarize(
     path: str | os.PathLike, chunk_size: int = 65536, progress: Callable[[int, int], None] | None = None
 ) -> dict[str, Any]:
@@ -61,7 +74,7 @@ def summarize(
         "path": str(Path(path)),
         "n_events": done,
         "dtype": meta.dtype,
-        "attrs": {k: (v.item() if hasattr(v, "item") else str(v) if isinstance(v, bytes) else v) for k, v in meta.attrs.items()},
+        "attrs": {k: _attr_value(v) for k, v in meta.attrs.items()},
         "objects": objects,
         "processes": {names.get(k, str(k)): v for k, v in sorted(procs.items())},
     }

@@ -66,6 +66,8 @@ PROCESS_CODES: dict[str, int] = {
     "hplus_taunu": 13,
 }
 GENERATOR_VERSION = "trigger_ml.synth/1"
+#: the stage name recorded in generated files (HDF5 attribute ``trigger_ml_stage``)
+STAGE = "data.generate"
 _BLOCK = 50_000
 _MAX_SLOTS = {"egamma": 4, "muon": 4, "jet": 10}
 
@@ -502,8 +504,11 @@ def generate_file(
     The file carries the optional per-event ``process`` codes and attributes naming the
     generator, sample and seed. ``progress`` is called with the number of events written so far.
     """
+    from trigger_ml.core.artifacts import check_output
+
+    check_output(path, [], STAGE, force, kind="file")  # replaces only an earlier generated file
     attrs = {"generator": GENERATOR_VERSION, "sample": sample, "seed": seed, "n_events": n_events}
-    with EventsWriter(path, force=force, attrs=attrs) as w:
+    with EventsWriter(path, force=force, attrs=attrs, stage=STAGE) as w:
         for ev, code in _iter_blocks(n_events, sample, seed):
             w.append(ev, {"process": code})
             if progress:

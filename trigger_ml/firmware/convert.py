@@ -24,14 +24,33 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trigger_ml.core.artifacts import sha256_file
-from trigger_ml.core.constants import INPUT_INFO_FILE, IR_FILE, MODEL_FILE, PREPROCESSING_FILE, SOURCE_RUN_FILE
+from trigger_ml.core.artifacts import check_output, sha256_file
+from trigger_ml.core.constants import (
+    INPUT_INFO_FILE,
+    IR_FILE,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PREPROCESSING_FILE,
+    SOURCE_RUN_FILE,
+)
 from trigger_ml.core.errors import ArtifactError, ConfigError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.threshold import Threshold, calibrate_threshold
 from trigger_ml.firmware.spec import FLAVORS, FirmwareSpec
 
-__all__ = ["FLAVORS", "FirmwareSpec", "convert_run"]
+__all__ = ["FLAVORS", "FirmwareSpec", "convert_run", "FIRMWARE_STAGES"]
+
+#: what `convert --force` may replace: an earlier firmware project of either flavour
+FIRMWARE_STAGES = ("firmware.hls", "firmware.rtl")
+
+
+def _recorded_training_data(run: Path) -> Path | None:
+    """The training file a run's manifest records (the default data of convert), if readable."""
+    from trigger_ml.core.artifacts import read_json_or_none
+
+    man = read_json_or_none(run / MANIFEST_FILE) or {}
+    p = ((man.get("inputs") or {}).get("data") or {}).get("path") if isinstance(man.get("inputs"), dict) else None
+    return Path(p) if isinstance(p, str) and p else None
 
 
 def _copy_run_files(run: Path, out: Path, model_sha: str) -> None:
@@ -96,10 +115,12 @@ def convert_run(
     elif knobs:
         spec = FirmwareSpec.make(**(spec.model_dump() | knobs))
     run, out = Path(run), Path(out)
-    if out.exists() and not force:
-        raise ArtifactError(f"{out}: exists; pass --force to overwrite")
-    art = load_artifact(run)
     data = Path(data) if data else None
+    train_data = _recorded_training_data(run)
+    # before any work: never over the run / the data (e.g. `convert RUN --out RUN --force`), only over
+    # an earlier firmware project (either flavour)
+    check_output(out, [run, data, train_data], FIRMWARE_STAGES, force)
+    art = load_artifact(run)
     model_sha = sha256_file(run / MODEL_FILE)
     t0 = time.perf_counter()
     if spec.flavor == "hls":

@@ -15,6 +15,12 @@ from trigger_ml.core.errors import ConfigError
 
 Flavor = Literal["hls", "verilog", "vhdl"]
 FLAVORS: tuple[str, ...] = ("hls", "verilog", "vhdl")
+#: the ``trigger-ml convert`` option of each field, named in error messages
+CLI_OPTIONS: dict[str, str] = {
+    "flavor": "--flavor", "backend": "--backend", "part": "--part", "clock_ns": "--clock-ns", "strategy": "--strategy",
+    "reuse_factor": "--reuse", "latency_cutoff": "--latency-cutoff", "threshold": "--threshold",
+    "rate_khz": "--rate-khz", "score_output": "--score", "bx_rate_hz": "--bx-rate-mhz",
+}
 
 
 class FirmwareSpec(BaseModel):
@@ -31,17 +37,17 @@ class FirmwareSpec(BaseModel):
     backend: Literal["Vitis", "Vivado", "oneAPI"] = "Vitis"
     #: FPGA part; None → the backend's default (``core.constants.DEFAULT_PART`` for Vitis/Vivado)
     part: str | None = None
-    clock_ns: float = Field(default=5.0, gt=0)
+    clock_ns: float = Field(default=5.0, gt=0, allow_inf_nan=False)
     #: hls4ml strategy (HLS flavour)
     strategy: Literal["Latency", "Resource", "latency", "resource"] = "Latency"
     #: hls4ml reuse factor: one for all layers, or {layer name: factor}
     reuse_factor: int | dict[str, int] = 1
     #: da4ml/alkaid pipelining: maximum adder depth per pipeline stage (RTL flavours; <= 0: combinational)
-    latency_cutoff: float = 5.0
-    threshold: float | None = None
-    rate_khz: float | None = Field(default=None, gt=0)
+    latency_cutoff: float = Field(default=5.0, allow_inf_nan=False)
+    threshold: float | None = Field(default=None, allow_inf_nan=False)
+    rate_khz: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     score_output: str | None = None
-    bx_rate_hz: float = Field(default=BX_RATE_HZ, gt=0)
+    bx_rate_hz: float = Field(default=BX_RATE_HZ, gt=0, allow_inf_nan=False)
     #: test vectors written into the hls4ml project (and checked against the emulator)
     tb_events: int = Field(default=1000, ge=1)
     #: held-out background events used to calibrate ``rate_khz`` (the firmware's integer scores)
@@ -58,7 +64,10 @@ class FirmwareSpec(BaseModel):
     @model_validator(mode="after")
     def _one_threshold(self):
         if self.threshold is not None and self.rate_khz is not None:
-            raise ValueError("give a threshold or a rate, not both")
+            raise ValueError("give a threshold (--threshold) or a rate (--rate-khz), not both")
+        if self.rate_khz is not None and self.rate_khz * 1e3 >= self.bx_rate_hz:
+            raise ValueError(f"the rate (--rate-khz) {self.rate_khz:g} kHz is not below the bunch-crossing rate "
+                             f"{self.bx_rate_hz / 1e6:g} MHz; choose a smaller rate")
         return self
 
     @property
@@ -72,8 +81,20 @@ class FirmwareSpec(BaseModel):
             return cls(**knobs)
         except ValidationError as exc:
             err = exc.errors()[0]
-            where = ".".join(str(p) for p in err.get("loc", ())) or "spec"
-            raise ConfigError(f"firmware option {where}: {err.get('msg')} (got {err.get('input')!r})") from None
+            loc = tuple(str(p) for p in err.get("loc", ()))
+            where = ".".join(loc) or "spec"
+            opt = CLI_OPTIONS.get(loc[0]) if loc else None
+            msg = " ".join(str(err.get("msg")).split()).removeprefix("Value error, ")
+            if err.get("type") == "greater_than" and (err.get("ctx") or {}).get("gt") == 0:
+                msg = "must be positive"
+            elif err.get("type") == "finite_number":
+                msg = "must be a finite number"
+            if not loc:  # a rule across options (the message names them)
+                raise ConfigError(f"firmware options: {msg}") from None
+            got = f" (got {err.get('input')!r})"
+            if opt:
+                raise ConfigError(f"{opt}: {msg}{got} (firmware option {where})") from None
+            raise ConfigError(f"firmware option {where}: {msg}{got}") from None
 
     @staticmethod
     def parse_reuse(text: str) -> int | dict[str, int]:

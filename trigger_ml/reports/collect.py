@@ -55,6 +55,7 @@ from trigger_ml.core.artifacts import read_json_or_none as _read_json
 from trigger_ml.core.constants import (
     DEFAULT_PART,
     IR_FILE,
+    MANIFEST_FILE,
     MEASUREMENTS_FILE,
     RTL_MANIFEST_FILE,
     SOURCE_RUN_FILE,
@@ -97,7 +98,7 @@ def _section(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def _stage(d: Path) -> str | None:
-    m = _read_json(d / "manifest.json") if (d / "manifest.json").is_file() else None
+    m = _read_json(d / MANIFEST_FILE) if (d / MANIFEST_FILE).is_file() else None
     return m.get("stage") if m else None
 
 
@@ -158,7 +159,7 @@ def discover(path: str | os.PathLike) -> dict[str, Any]:
         src = _read_json(chosen[fw] / SOURCE_RUN_FILE) or {}
         if src.get("run"):
             candidates.append(Path(src["run"]))
-        man = _read_json(chosen[fw] / "manifest.json") or {}
+        man = _read_json(chosen[fw] / MANIFEST_FILE) or {}
         model_path = ((man.get("inputs") or {}).get("model") or {}).get("path")
         if model_path:
             candidates.append(Path(model_path).parent)
@@ -317,17 +318,19 @@ def trigger_metrics(
     points and score histograms, on the model's held-out background (the one held-out rule). The
     demo's ``metrics.json`` and the report both come from this function."""
     if not signals:
-        return absent("no signal files given (pass signals=[...] / --signal to evaluate the trigger performance)")
+        return absent("no signal files given (pass --signals FILE.h5 to `trigger-ml report`, or signals=[...] to collect_report, to evaluate the trigger performance)")
     if run is None:
         return absent("physics metrics need the model run directory (preprocessing and Keras models)")
     from trigger_ml.core.metrics import BX_RATE_HZ, signal_metrics
-    from trigger_ml.evaluate import _scores
+    from trigger_ml.evaluate import _scores, check_rates, check_signal_files
     from trigger_ml.train import load_artifact
 
+    check_rates(target_rate_khz, BX_RATE_HZ)
     art = load_artifact(run)
     if art.config.kind == "classifier":
         return absent(f"{art.config.name} is a classifier; the report's trigger metrics are for anomaly scores")
     ho = art.held_out(background, max_events)  # the one held-out rule, as evaluate/emulate/demo
+    check_signal_files(signals)  # layout and events, before any model runs
     b_note = ho.note
     xb = art.inputs_from_file(ho.path, start=ho.start, stop=ho.stop)
 
@@ -395,7 +398,7 @@ def trigger_metrics(
 def _hls_info(hls: Path | None) -> dict[str, Any] | None:
     if hls is None:
         return None
-    man = _read_json(hls / "manifest.json")
+    man = _read_json(hls / MANIFEST_FILE)
     if not man or man.get("stage") != "firmware.hls":
         return None
     return man.get("config") or {}

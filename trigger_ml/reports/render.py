@@ -26,14 +26,14 @@ import json
 import math
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from trigger_ml.core.constants import BX_RATE_HZ
 from trigger_ml.core.errors import ArtifactError
 
-__all__ = ["write_report", "render_markdown", "render_html", "make_plots"]
+__all__ = ["write_report", "report_destination", "render_markdown", "render_html", "make_plots"]
 
 _KIND_TEXT = {
     "parsed": "parsed: read from the vendor tool's synthesis report (Vivado/Vitis HLS, Vivado)",
@@ -644,20 +644,67 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def write_report(report: dict[str, Any], out_dir: str | os.PathLike, force: bool = False) -> Path:
+#: the stage name of a report directory (its marker is ``report.json`` with ``format`` trigger_ml.report)
+STAGE = "report"
+
+
+def _report_inputs(report: dict[str, Any], extra: Sequence[str | os.PathLike | None] = ()) -> list[Path]:
+    """What a report reads: the run / firmware directories it found (and the run's source data), plus ``extra``."""
+    found = report.get("inputs") if isinstance(report.get("inputs"), dict) else {}
+    paths = [found.get(k) for k in ("run", "hls", "rtl")]
+    return [Path(p) for p in [*paths, *extra] if p]
+
+
+def report_destination(
+    path: str | os.PathLike,
+    out_dir: str | os.PathLike | None = None,
+    *,
+    signals: Sequence[str | os.PathLike] = (),
+    background: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Where `trigger-ml report PATH [--out OUT]` writes, checked before any work.
+
+    Default: ``PATH/report`` when PATH holds the run / firmware directories, ``PATH_report`` next to
+    PATH when PATH is itself a run or firmware directory (a report never goes inside what it reads).
+    Refused (one-line ArtifactError): an output equal to, containing or inside a directory the report
+    reads or a signal/background file, a missing parent, an existing output that is not a report
+    (even with ``force``), an existing report without ``force``.
+    """
+    from trigger_ml.core.artifacts import check_output
+    from trigger_ml.reports.collect import discover
+
+    found = discover(path)
+    if out_dir is None:
+        root = Path(path)
+        if root.absolute() in {Path(p).absolute() for k in ("run", "hls", "rtl") if (p := found[k]) is not None}:
+            out_dir = root.absolute().parent / f"{root.absolute().name}_report"
+        else:
+            out_dir = root / "report"
+    inputs = [found[k] for k in ("run", "hls", "rtl")] + [*signals, background]
+    return check_output(out_dir, inputs, STAGE, force)
+
+
+def write_report(
+    report: dict[str, Any], out_dir: str | os.PathLike, force: bool = False,
+    inputs: Sequence[str | os.PathLike | None] = (),
+) -> Path:
     """Write ``report.md``, ``report.html`` (self-contained), ``report.json`` and the PNG plots into
-    ``out_dir`` atomically. An existing ``out_dir`` raises ArtifactError unless ``force``."""
-    from trigger_ml.core.artifacts import atomic_dir
+    ``out_dir`` atomically. An existing ``out_dir`` raises ArtifactError unless ``force`` - and even
+    then unless it is an earlier report; ``out_dir`` must not be, contain or lie inside what the
+    report read (the run / firmware directories recorded in ``report["inputs"]`` and ``inputs``,
+    e.g. the signal and background files)."""
+    from trigger_ml.core.artifacts import atomic_dir, check_output
 
     if not isinstance(report, dict):
         raise ArtifactError(f"report must be a dict (from collect_report), got {type(report).__name__}")
-    out = Path(out_dir).absolute()
+    out = check_output(out_dir, _report_inputs(report, inputs), STAGE, force)
     report = json.loads(json.dumps(report, default=_json_default))  # private, JSON-clean copy
-    with atomic_dir(out, force=force) as tmp:
+    with atomic_dir(out, force=force, stage=STAGE) as tmp:
         plots = make_plots(report, tmp)
         text = render_markdown(report, plots)
         (tmp / "report.md").write_text(text, encoding="utf-8")
         (tmp / "report.html").write_text(render_html(text, report, tmp), encoding="utf-8")
-        payload = _finite({**report, "plots": plots})
+        payload = _finite({"format": "trigger_ml.report", **report, "plots": plots})  # the report marker
         (tmp / "report.json").write_text(json.dumps(payload, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     return out

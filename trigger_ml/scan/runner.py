@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from trigger_ml.core.artifacts import write_text_atomic
-from trigger_ml.core.constants import BX_RATE_HZ, RTL_MANIFEST_FILE
+from trigger_ml.core.artifacts import check_output, clean_stale_temporaries, make_output_dir, write_text_atomic
+from trigger_ml.core.constants import BX_RATE_HZ, MANIFEST_FILE, RTL_MANIFEST_FILE
 from trigger_ml.core.errors import ConfigError
 from trigger_ml.scan.pareto import _write_outputs
 from trigger_ml.scan.results import (
@@ -44,6 +44,9 @@ from trigger_ml.scan.space import (
     point_key,
     points,
 )
+
+#: the stage name of a scan directory (its ``manifest.json``)
+STAGE = "scan"
 
 #: environment of the worker processes: one thread per worker for TF / BLAS / OpenMP / numba
 WORKER_ENV: dict[str, str] = {
@@ -103,7 +106,7 @@ def _hls_figures(fw_dir: Path, clock_ns: float) -> dict[str, Any]:
 
 def _model_reusable(model_dir: Path, cfg, background: Path) -> bool:
     """An earlier (interrupted) attempt left a complete artifact trained with the same config and data."""
-    mf = model_dir / "manifest.json"
+    mf = model_dir / MANIFEST_FILE
     if not mf.is_file():
         return False
     try:
@@ -150,6 +153,7 @@ def run_point(
     params = _canonical(dict(params))
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(workdir)  # a worker killed in an earlier attempt could not remove its temporaries
     row: dict[str, Any] = {
         "key": point_key(params), "status": "failed", "error": None, "params": _canonical_json(params),
         **{PARAM_PREFIX + k: (_canonical_json(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()},
@@ -336,9 +340,12 @@ def run_scan(
         raise ConfigError("run_scan: no signal files (give signals= or settings.signals in the scan file)")
     bkg = Path(s["background"]).resolve()
     sigs = [Path(p).resolve() for p in s["signals"]]
-    for p in [bkg, *sigs]:
-        if not p.is_file():
-            raise ConfigError(f"run_scan: data file {p} not found")
+    from trigger_ml.data.adc2021 import check_events
+
+    # every point reads these files: a file a point cannot use is refused now, not as N failed points
+    check_events(bkg, "a scan trains on background events; give a background file with events (--background)")
+    for p in sigs:
+        check_events(p, "signal efficiencies need signal events; give a signal file with events (--signals)")
     if s["flavor"] not in FLAVORS:
         raise ConfigError(f"run_scan: flavor {s['flavor']!r}; allowed: {', '.join(FLAVORS)}")
 
@@ -347,8 +354,12 @@ def run_scan(
     for p in pts:  # fail before starting anything
         point_config(base, p, space.source)
     ctx = _context(base, s, bkg, sigs)
-    out_dir = Path(out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
+    # resumable: an earlier scan directory (or an empty one) is reused and never deleted; anything else
+    # (another stage's output, a folder with other files, an input) is refused; no parent is created
+    src = Path(str(space.source))
+    out_dir = check_output(Path(out_dir).resolve(), [bkg, *sigs, src if src.is_file() else None], STAGE,
+                           force=False, reuse=True)
+    make_output_dir(out_dir)
 
     # ---- what is already done
     rows: dict[str, dict] = {}
@@ -369,6 +380,7 @@ def run_scan(
                           f"(context {sorted(other)[0]} != {ctx}); use another output directory or restart=True (--restart)")
     if restart:
         rows = {}
+    _write_marker(out_dir, ctx, space, s, bkg, sigs)
     wanted = {point_key(p): p for p in pts}
     done_keys = {k for k, r in rows.items() if r.get("status") == "ok" or (not retry_failed and k in wanted)}
     todo = [p for p in pts if point_key(p) not in done_keys]
@@ -431,6 +443,18 @@ def run_scan(
     _write_outputs(out_dir, df, title=f"{Path(space.source).name}: {base.get('name', '')}, {s['flavor']} flavour",
                    rate_khz=float(s["rate_khz"]), log=say)
     return df
+
+
+def _write_marker(out_dir: Path, ctx: str, space: ScanSpace, s: Mapping[str, Any], bkg: Path, sigs: Sequence[Path]) -> None:
+    """``manifest.json`` (stage ``scan``): marks the directory as a scan's, written when missing or the context changed."""
+    from trigger_ml.core.artifacts import read_json_or_none, write_manifest
+
+    man = read_json_or_none(out_dir / MANIFEST_FILE) or {}
+    if man.get("stage") == STAGE and (man.get("config") or {}).get("context") == ctx:
+        return
+    inputs = {"background": bkg, **{f"signal{i}": p for i, p in enumerate(sigs)}}
+    write_manifest(out_dir, STAGE, inputs=inputs, figures={},
+                   config={"context": ctx, "scan": str(space.source), "flavor": s["flavor"], "rate_khz": s["rate_khz"]})
 
 
 def _failed_row(p: Mapping[str, Any], exc: BaseException, ctx: str, attempt: int) -> dict:

@@ -122,9 +122,19 @@ def _free_mapping(parts: Sequence[str]) -> bool:
     return len(parts) >= 2 and tuple(parts[:2]) == ("quantization", "layers")
 
 
+def _finite_number(v: Any) -> bool:
+    """An int or float (not a bool) that a float holds finitely (YAML may give 1e999 or a 400-digit int)."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
 def _convert_value(name: str, value: Any, src: str) -> Any:
     typ = CONVERT_PARAMS[name]
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (typ is float or float(value).is_integer())
+    ok = _finite_number(value) and (typ is float or float(value).is_integer())
     if not ok or (name != "latency_cutoff" and value <= 0):
         allowed = "a positive integer" if typ is int else ("a number" if name == "latency_cutoff" else "a positive number")
         raise ConfigError(f"{src}: parameter '{name}': got {value!r}; allowed: {allowed}")
@@ -181,8 +191,8 @@ def _check_random_spec(name: str, spec: Any, src: str) -> list:
         raise ConfigError(f"{where()}: needs 'choices' or both 'low' and 'high'")
     lo, hi = spec["low"], spec["high"]
     for k, v in (("low", lo), ("high", hi)):
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-            raise ConfigError(f"{where('.' + k)}: expected a number, got {v!r}")
+        if not _finite_number(v):
+            raise ConfigError(f"{where('.' + k)}: expected a finite number, got {v!r}")
     if lo > hi:
         raise ConfigError(f"{where()}: low ({lo}) > high ({hi})")
     if not isinstance(spec.get("log", False), bool) or not isinstance(spec.get("integer", False), bool):
@@ -234,7 +244,8 @@ def _check_settings(settings: Mapping[str, Any], src: str) -> None:
         raise ConfigError(f"{src}: field 'settings': expected a mapping, got {settings!r}")
     unknown = set(settings) - set(DEFAULT_SETTINGS)
     if unknown:
-        raise ConfigError(f"{src}: field 'settings.{sorted(unknown)[0]}': unknown setting; allowed: {', '.join(DEFAULT_SETTINGS)}")
+        raise ConfigError(f"{src}: field 'settings.{sorted(map(str, unknown))[0]}': unknown setting; allowed: "
+                          f"{', '.join(DEFAULT_SETTINGS)}")
     fl = settings.get("flavor")
     if fl is not None and fl not in FLAVORS:
         raise ConfigError(f"{src}: field 'settings.flavor': got {fl!r}; allowed: {', '.join(FLAVORS)}")
@@ -244,8 +255,21 @@ def _check_settings(settings: Mapping[str, Any], src: str) -> None:
             raise ConfigError(f"{src}: field 'settings.{k}': expected a positive integer, got {v!r}")
     for k in ("rate_khz", "bx_rate_hz", "clock_ns"):
         v = settings.get(k)
-        if v is not None and (not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0):
+        if v is not None and (not _finite_number(v) or v <= 0):
             raise ConfigError(f"{src}: field 'settings.{k}': expected a positive number, got {v!r}")
+    v = settings.get("latency_cutoff")
+    if v is not None and not _finite_number(v):
+        raise ConfigError(f"{src}: field 'settings.latency_cutoff': expected a number, got {v!r}")
+    v = settings.get("measure")
+    if v is not None and not isinstance(v, bool):
+        raise ConfigError(f"{src}: field 'settings.measure': expected true or false, got {v!r}")
+    rate, bx = settings.get("rate_khz"), settings.get("bx_rate_hz", BX_RATE_HZ)
+    if _finite_number(rate) and _finite_number(bx) and rate * 1e3 >= bx:
+        raise ConfigError(f"{src}: field 'settings.rate_khz': {rate!r} kHz is not below the bunch-crossing rate "
+                          f"({bx / 1e3:g} kHz)")
+    bkg = settings.get("background")
+    if bkg is not None and not isinstance(bkg, (str, os.PathLike)):
+        raise ConfigError(f"{src}: field 'settings.background': expected a file path, got {bkg!r}")
     sig = settings.get("signals")
     if sig is not None and (not isinstance(sig, list) or not all(isinstance(s, (str, os.PathLike)) for s in sig)):
         raise ConfigError(f"{src}: field 'settings.signals': expected a list of file paths, got {sig!r}")
@@ -285,6 +309,8 @@ def load_scan_config(path: str | Path | Mapping) -> ScanSpace:
     n_random = data.get("n_points", data.get("n_random", 0 if not data.get("random") else None))
     if n_random is None:
         raise ConfigError(f"{src}: field 'n_points': a random search needs n_points")
+    if data.get("settings") is not None and not isinstance(data["settings"], Mapping):
+        raise ConfigError(f"{src}: field 'settings': expected a mapping, got {data['settings']!r}")
     settings = dict(data.get("settings") or {})
     for k in ("background",):
         if isinstance(settings.get(k), str):

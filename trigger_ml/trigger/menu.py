@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from trigger_ml.core.errors import ConfigError
+from trigger_ml.core.errors import ConfigError, DataFormatError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.metrics import BX_RATE_HZ, clopper_pearson
 from trigger_ml.core.threshold import Threshold, calibrate_threshold, fires  # noqa: F401  (the one threshold home)
@@ -46,7 +46,7 @@ class Seed:
         if self.kind == "ht":
             j = events[:, OBJECT_SLICES["jet"]]
             ok = (j[:, :, 0] > self.jet_pt_min) & (np.abs(j[:, :, 1]) < self.jet_eta_max)
-            return (j[:, :, 0] * ok).sum(1) > self.pt_min[0]
+            return (j[:, :, 0] * ok).sum(1, dtype=np.float64) > self.pt_min[0]  # float64: no overflow
         if self.object not in ("egamma", "muon", "jet"):
             raise ConfigError(f"seed {self.name}: object must be egamma, muon or jet (got {self.object!r})")
         o = events[:, OBJECT_SLICES[self.object]]
@@ -113,6 +113,10 @@ def menu_table(
     """
     menu = menu_khz or DEFAULT_MENU_KHZ
     n_b = len(background.score_raw)
+    for smp in (background, *signals):  # rates and efficiencies are fractions of these events
+        if not len(smp.score_raw):
+            where = ", ".join(map(str, smp.files)) or smp.name
+            raise DataFormatError(f"{where}: no {smp.name} events to score; give {smp.name} files with events")
     ref_any_b = background.ref_bits.any(1)
     rows: dict[str, Any] = {}
     ref_rate = ref_any_b.sum() / n_b * bx_rate_hz / 1e3
@@ -161,13 +165,13 @@ def _score_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Seq
 
 
 def as_range(src) -> tuple[str, int, int]:
-    """(file, start, stop) of an events source (a path means the whole file)."""
-    from trigger_ml.data.adc2021 import count_events
+    """(file, start, stop) of an events source (a path means the whole file, which must hold events)."""
+    from trigger_ml.data.adc2021 import require_events
 
     if isinstance(src, (tuple, list)):
         f, a, b = src
         return str(f), int(a), int(b)
-    return str(src), 0, count_events(src)
+    return str(src), 0, require_events(src, "give a file with events (--background / --signals)")
 
 
 def chunk_tasks(files: Sequence, chunk_size: int) -> list[tuple[str, int, int]]:
@@ -225,6 +229,10 @@ def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
         return out
 
 
+#: the stage recorded in a catalog file (HDF5 attribute ``trigger_ml_stage``)
+CATALOG_STAGE = "emulate.catalog"
+
+
 def write_catalog(
     path: str | Path, files: Sequence[str | Path], score_raw: np.ndarray, lsb: float, thresholds: dict[str, Threshold],
     chunk_size: int = 262_144, force: bool = False,
@@ -235,13 +243,16 @@ def write_catalog(
     with the working-point names in the file attribute ``working_points``, and ``source_file``
     (index into the attribute ``source_files``) / ``source_event``. Returns the number written.
     """
+    from trigger_ml.core.artifacts import check_output
     from trigger_ml.data.adc2021 import EventsWriter, iter_chunks
 
+    # never over a source file; replaces only an earlier catalog (with force); no missing parent created
+    check_output(path, [f[0] if isinstance(f, (tuple, list)) else f for f in files], CATALOG_STAGE, force, kind="file")
     names = list(thresholds)
     attrs = {"working_points": names, "source_files": [as_range(f)[0] for f in files],
              "thresholds_raw": [t.raw for t in thresholds.values()], "score_lsb": lsb}
     pos = 0
-    with EventsWriter(path, force=force, attrs=attrs) as w:
+    with EventsWriter(path, force=force, attrs=attrs, stage=CATALOG_STAGE) as w:
         for fi, src in enumerate(files):
             f, start, stop = as_range(src)
             for ev in iter_chunks(f, start=start, stop=stop, chunk_size=chunk_size):

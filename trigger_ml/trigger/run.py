@@ -7,29 +7,57 @@ Dask (:func:`trigger_ml.trigger.menu.score_files`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from trigger_ml.core.artifacts import check_output
 from trigger_ml.core.constants import BX_RATE_HZ
-from trigger_ml.core.errors import TriggerMLError
-from trigger_ml.scoring import FirmwareScorer, held_out_sources
+from trigger_ml.core.errors import ConfigError
+from trigger_ml.data.adc2021 import require_events
+from trigger_ml.scoring import FirmwareScorer, held_out_sources, source_run
 from trigger_ml.trigger import menu as T
 
 
 def parse_menu(text: str | None) -> dict[str, float]:
-    """'VLoose=20,Tight=2' → {'VLoose': 20.0, 'Tight': 2.0} (kHz); None → the default menu."""
-    if not text:
+    """'VLoose=20,Tight=2' → {'VLoose': 20.0, 'Tight': 2.0} (kHz); None → the default menu.
+
+    Every item must be NAME=RATE with a distinct, non-empty name and a positive, finite rate in kHz;
+    anything else is a one-line :class:`ConfigError` naming the item."""
+    if text is None or not text.strip():
+        if text is not None:
+            raise ConfigError("--menu is empty: expected NAME=RATE_KHZ,..., e.g. VLoose=20,Tight=2")
         return dict(T.DEFAULT_MENU_KHZ)
-    out = {}
+    out: dict[str, float] = {}
     for item in text.split(","):
-        name, _, val = item.partition("=")
+        name, eq, val = item.partition("=")
+        name = name.strip()
+        if not eq or not name:
+            raise ConfigError(f"--menu item {item!r}: expected NAME=RATE_KHZ, e.g. VLoose=20")
         try:
-            out[name.strip()] = float(val)
+            rate = float(val)
         except ValueError:
-            raise TriggerMLError(f"--menu item {item!r}: expected NAME=RATE_KHZ, e.g. VLoose=20") from None
+            raise ConfigError(f"--menu item {item!r}: the rate {val.strip()!r} is not a number; expected "
+                              f"NAME=RATE_KHZ, e.g. VLoose=20") from None
+        if name in out:
+            raise ConfigError(f"--menu item {item!r}: working point {name!r} is given twice")
+        out[name] = rate
+    check_menu(out)
     return out
+
+
+def check_menu(menu_khz: dict[str, float] | None, bx_rate_hz: float | None = None) -> None:
+    """Every working point's target rate is a positive, finite number of kHz (below the
+    bunch-crossing rate, when given): one-line ConfigError otherwise."""
+    for name, rate in (menu_khz or {}).items():
+        ok = isinstance(rate, (int, float, np.integer, np.floating)) and not isinstance(rate, bool)
+        if not ok or not math.isfinite(rate) or rate <= 0:
+            raise ConfigError(f"--menu item {name}={rate}: the rate must be a positive number of kHz, e.g. {name}=5")
+        if bx_rate_hz is not None and rate * 1e3 >= bx_rate_hz:
+            raise ConfigError(f"--menu item {name}={rate:g}: the rate must be below the bunch-crossing rate "
+                              f"({bx_rate_hz / 1e3:g} kHz)")
 
 
 def emulate(
@@ -45,8 +73,20 @@ def emulate(
     training file scores only the events training did not read."""
     import time
 
+    from trigger_ml.evaluate import check_rates
+
+    check_rates(None, bx_rate_hz)
+    check_menu(menu_khz, bx_rate_hz)
+    if chunk_size < 1:
+        raise ConfigError(f"chunk size must be a positive number of events, got {chunk_size!r}")
+    if catalog is not None:  # before any work: never over an input, only over an earlier catalog
+        catalog = check_output(catalog, [firmware_dir, source_run(firmware_dir), *backgrounds, *signals],
+                               T.CATALOG_STAGE, force, kind="file")
     scorer = FirmwareScorer(firmware_dir)
     b_sources, b_notes = held_out_sources(firmware_dir, backgrounds)
+    # before any scoring: each signal file follows the layout and holds events
+    s_sources = [(str(s), 0, require_events(s, "signal efficiencies need signal events; give a signal file with "
+                                               "events (--signals)")) for s in signals]
     score_type = scorer.score_type
     lsb = scorer.lsb
     t0 = time.perf_counter()
@@ -54,8 +94,8 @@ def emulate(
     s_b, r_b = T.score_files(b_sources, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog("background"))
     bkg = T.SampleScores("background", s_b, r_b, b_notes)
     sigs = []
-    for s in signals:
-        sc, rb = T.score_files([s], scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog(Path(s).stem))
+    for s, src in zip(signals, s_sources):
+        sc, rb = T.score_files([src], scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog(Path(s).stem))
         sigs.append(T.SampleScores(Path(s).stem, sc, rb, [str(s)]))
     seconds = time.perf_counter() - t0
     n_all = len(s_b) + sum(len(s.score_raw) for s in sigs)

@@ -215,10 +215,10 @@ def build_trigger_csim(path: str | os.PathLike, opt_level: str = "-O0") -> Path:
     if gxx is None:
         raise TriggerMLError("g++ not found on PATH; install g++ to run the trigger C simulation")
     unity = exe.with_name(exe.name + f".{os.getpid()}.cpp")
-    unity.write_text("".join(f'#include "{s}"\n' for s in srcs), encoding="utf-8")
     tmp_exe = exe.with_name(exe.name + f".{os.getpid()}.tmp")
     cmd = [gxx, opt_level, "-std=c++17", "-w", f"-I{fw / 'ap_types'}", f"-I{fw}", f"-I{p}", str(unity), "-o", str(tmp_exe)]
-    try:
+    try:  # the finally removes both temporaries whatever happens (signals included); the cache entry is complete or absent
+        unity.write_text("".join(f'#include "{s}"\n' for s in srcs), encoding="utf-8")
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             err = next((ln for ln in r.stderr.splitlines() if "error" in ln), r.stderr.strip()[-300:])

@@ -224,7 +224,6 @@ def compile_simulator(
         return exe
     base.mkdir(parents=True, exist_ok=True)
     work = base / f".{key[:16]}.tmp-{uuid.uuid4().hex[:8]}"
-    work.mkdir()
     env = verilator_env()
     obj = work / "obj"
     log: list[str] = []
@@ -242,6 +241,7 @@ def compile_simulator(
             raise TriggerMLError(f"{what} of {proj.path} failed (exit {r.returncode}):\n{tail}")
 
     try:
+        work.mkdir()  # inside the try: the finally below removes it whatever happens (signals included)
         (work / "harness.cpp").write_text(_HARNESS_CPP)
         (work / "harness_cfg.h").write_text(
             f"#pragma once\n#define N_IN_WORDS {_n_words(proj.inputs)}\n"
@@ -362,8 +362,11 @@ def _store_runtime(obj: Path, names: list[str], rt_dir: Path) -> None:
         rt_dir.mkdir(parents=True, exist_ok=True)
         for n in names:
             tmp = rt_dir / f".{n}.o.{uuid.uuid4().hex[:8]}"
-            shutil.copyfile(obj / f"{n}.o", tmp)
-            os.replace(tmp, rt_dir / f"{n}.o")
+            try:
+                shutil.copyfile(obj / f"{n}.o", tmp)
+                os.replace(tmp, rt_dir / f"{n}.o")  # the cache entry is complete or absent
+            finally:
+                tmp.unlink(missing_ok=True)
     except OSError:
         pass  # the cache is an optimisation only
 
