@@ -216,8 +216,11 @@ def data_generate(
         jobs = [(s, out_path.with_name(f"{out_path.stem}_{s}{out_path.suffix or '.h5'}")) for s in SIGNALS]
     else:
         jobs = [(signal.value, out_path)]
-    for sample, path in jobs:
-        _require_new(path, force)
+    from trigger_ml.core.artifacts import check_output
+    from trigger_ml.data.synth import STAGE as GENERATE_STAGE
+
+    for sample, path in jobs:  # every output checked before the first is written
+        check_output(path, [], GENERATE_STAGE, force, kind="file")
     written = []
     with _stdout_to_stderr(as_json):
         for sample, path in jobs:
@@ -387,7 +390,10 @@ def convert_cmd(
                              strategy=strategy.value, reuse_factor=FirmwareSpec.parse_reuse(reuse),
                              latency_cutoff=latency_cutoff, threshold=threshold, rate_khz=rate_khz,
                              bx_rate_hz=bx_rate_mhz * 1e6, score_output=score)
-    _require_new(out_dir, force)
+    from trigger_ml.core.artifacts import check_output
+    from trigger_ml.firmware.convert import FIRMWARE_STAGES
+
+    check_output(out_dir, [run, data], FIRMWARE_STAGES, force)  # an input as --out is refused even with --force
     _quiet_tensorflow()
     with _stdout_to_stderr(as_json):
         res = convert_run(run, out_dir, spec, data=data, force=force, log=_log(as_json))
