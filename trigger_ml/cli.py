@@ -608,13 +608,7 @@ def _check_events_file(path: Path, option: str) -> None:
     """A readable ADC2021 events file, or a one-line error naming the option."""
     from trigger_ml.data import adc2021
 
-    if not path.exists():
-        raise TriggerMLError(f"{option} {path}: file not found")
-    if path.is_dir():
-        raise TriggerMLError(f"{option} {path}: is a directory, expected an events file (.h5)")
-    if not os.access(path, os.R_OK):
-        raise TriggerMLError(f"{option} {path}: not readable (permission denied)")
-    try:
+    try:  # existence, directory, permissions, HDF5 layout and every event's values: one home (adc2021)
         adc2021.check_events(path, f"give a file with events ({option})")
     except TriggerMLError as exc:
         raise TriggerMLError(f"{option}: {exc}") from None
