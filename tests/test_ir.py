@@ -112,6 +112,7 @@ def test_score_and_threshold() -> None:
     emu = Emulator(s)
     x = np.random.default_rng(0).normal(size=(100, fm.inputs[0].size))
     assert np.array_equal(emu.trigger(x), emu.predict_raw(emu.quantize_inputs(x))[:, 0] > 7)
+    assert np.array_equal(emu.score_raw(x), emu.predict_raw(emu.quantize_inputs(x))[:, 0])  # float64 path == raw path
 
 
 def test_from_hls_model_score_threshold() -> None:

@@ -390,11 +390,7 @@ def convert_cmd(
                              strategy=strategy.value, reuse_factor=FirmwareSpec.parse_reuse(reuse),
                              latency_cutoff=latency_cutoff, threshold=threshold, rate_khz=rate_khz,
                              bx_rate_hz=bx_rate_mhz * 1e6, score_output=score)
-    from trigger_ml.core.artifacts import check_output
-    from trigger_ml.firmware.convert import FIRMWARE_STAGES
-
-    check_output(out_dir, [run, data], FIRMWARE_STAGES, force)  # an input as --out is refused even with --force
-    _quiet_tensorflow()
+    _quiet_tensorflow()  # convert_run checks --out against its inputs before any work
     with _stdout_to_stderr(as_json):
         res = convert_run(run, out_dir, spec, data=data, force=force, log=_log(as_json))
     if as_json:

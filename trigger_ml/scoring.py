@@ -15,8 +15,8 @@ import numpy as np
 
 from trigger_ml.core.constants import (
     INPUT_INFO_FILE,
-    MANIFEST_FILE,
     IR_FILE,
+    MANIFEST_FILE,
     PREPROCESSING_FILE,
     RTL_MANIFEST_FILE,
     SOURCE_RUN_FILE,
@@ -29,14 +29,13 @@ from trigger_ml.emulate import Emulator
 
 def load_firmware(path: str | Path):
     """(FirmwareModel, preprocessing, input_info) of an HLS firmware directory written by :func:`convert_run`."""
-    from trigger_ml.data.preprocess import preprocessing_from_json
     from trigger_ml.ir import FirmwareModel
 
     p = Path(path)
     if not (p / IR_FILE).exists():
         raise ArtifactError(f"{p}: no {IR_FILE}; convert with `trigger-ml convert RUN --out {p}` (HLS flavour)")
+    pre = _read_preprocessing(p)
     try:
-        pre = preprocessing_from_json(json.loads((p / PREPROCESSING_FILE).read_text()))
         info = json.loads((p / INPUT_INFO_FILE).read_text())
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{p}: incomplete firmware directory ({exc}); re-run `trigger-ml convert`") from None
@@ -86,18 +85,17 @@ class FirmwareScorer:
     def _load(self):
         if self._state is None:
             p = Path(self.firmware_dir)
-            pre = _read_preprocessing(p)
             if self.kind == "hls":
-                fm, _, _ = load_firmware(p)
+                fm, pre, _ = load_firmware(p)
                 if fm.score is None or self.score_output is not None:
                     name, idx, _ = resolve_score([(o.name, o.size) for o in fm.outputs], self.score_output)
                     fm = fm.with_score(name, idx, fm.threshold if fm.score is not None else None)
-                k = [o.name for o in fm.outputs].index(fm.score.output)
-                self._state = {"emu": Emulator(fm), "pre": pre, "k": k, "idx": fm.score.index, "fm": fm,
-                               "type": fm.score_type, "threshold": fm.trigger_threshold}
+                self._state = {"emu": Emulator(fm), "pre": pre, "fm": fm, "type": fm.score_type,
+                               "threshold": fm.trigger_threshold}
             else:
                 from trigger_ml.firmware.rtl import RTLProject
 
+                pre = _read_preprocessing(p)
                 proj = RTLProject.load(p)
                 # the RTL top has one flat output vector "out"; the score is out[i]
                 _, _, flat = resolve_score([("out", len(proj.outputs))], self.score_output)
@@ -147,14 +145,7 @@ class FirmwareScorer:
 
             out = np.asarray(comb_predict(st["comb"], x), np.float64).reshape(len(x), -1)[:, st["flat"]]
             return np.ldexp(out, t.frac).astype(np.int64)
-        emu, k, idx = st["emu"], st["k"], st["idx"]
-        if t.width > 53:
-            raw = emu.predict_raw(emu.quantize_inputs(x))
-            raw = raw if not isinstance(raw, list) else raw[k]
-            return np.asarray(raw).reshape(len(x), -1)[:, idx].astype(np.int64)
-        out = emu.predict(x)
-        out = out if not isinstance(out, list) else out[k]
-        return np.ldexp(np.asarray(out, np.float64).reshape(len(x), -1)[:, idx], t.frac).astype(np.int64)
+        return st["emu"].score_raw(x)
 
     def values(self, events: np.ndarray) -> np.ndarray:
         """Score values (float64, exact for types up to 53 bits) of ADC2021 events."""

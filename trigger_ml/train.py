@@ -354,6 +354,14 @@ class HeldOut:
         return self.stop - self.start
 
 
+def training_data_path(run_manifest: dict) -> Path | None:
+    """The training events file a run's manifest records (``inputs.data.path``), or None."""
+    inputs = run_manifest.get("inputs") if isinstance(run_manifest, dict) else None
+    data = inputs.get("data") if isinstance(inputs, dict) else None
+    path = data.get("path") if isinstance(data, dict) else None
+    return Path(path) if isinstance(path, str) and path else None
+
+
 def held_out_background(run_manifest: dict, config: ModelConfig, background: str | Path | None = None,
                         max_events: int | None = None) -> HeldOut:
     """The one held-out rule: which background events every stage (evaluate, convert's rate
@@ -365,8 +373,8 @@ def held_out_background(run_manifest: dict, config: ModelConfig, background: str
     training file explicitly applies the same rule, so a training event is never scored as
     background. ``max_events`` caps the number of events (from the start of the held-out range).
     """
-    train_data = ((run_manifest.get("inputs") or {}).get("data") or {}).get("path")
-    path = Path(background) if background is not None else (Path(train_data) if train_data else None)
+    train_data = training_data_path(run_manifest)
+    path = Path(background) if background is not None else train_data
     if path is None:
         raise ArtifactError("no background file given and the run records no training data; pass --background")
     if max_events is not None and max_events < 1:

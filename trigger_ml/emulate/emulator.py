@@ -163,6 +163,22 @@ class Emulator:
         k = [o.name for o in self.fm.outputs].index(self.fm.score.output)
         return outs[k][:, self.fm.score.index]
 
+    def score_raw(self, x) -> np.ndarray:
+        """The anomaly score as raw int64 integers of the score type (``value = raw * 2**-frac``).
+
+        Score types up to 53 bits go through the float64 path (exact there, and the fast one);
+        wider ones through the raw-integer path."""
+        if self.fm.score is None:
+            raise TriggerMLError(f"firmware model {self.fm.name!r} has no score output")
+        t = self.fm.score_type
+        if t.width <= 53:
+            x64 = [np.asarray(a, np.float64) for a in x] if isinstance(x, (list, tuple)) else np.asarray(x, np.float64)
+            return np.ldexp(np.asarray(self.score(x64), np.float64), t.frac).astype(np.int64)
+        raws = self._predict_raw_chunks(self._split_inputs(x), from_float_input=True)
+        raws = raws if isinstance(raws, list) else [raws]
+        k = [o.name for o in self.fm.outputs].index(self.fm.score.output)
+        return np.asarray(raws[k][:, self.fm.score.index]).astype(np.int64)
+
     def trigger(self, x) -> np.ndarray:
         """Boolean decisions ``score_raw > threshold`` (the threshold is a raw integer)."""
         if self.fm.threshold is None:

@@ -4,8 +4,8 @@ Every firmware directory also carries what the downstream stages need without Te
 ``firmware_model.json`` (the FirmwareModel IR built from the converted hls4ml graph — HLS flavour,
 with the score output and the threshold the trigger wrapper was built with), ``preprocessing.json``
 and ``input_info.json`` (events → firmware inputs), and ``source_run.json`` (the artifact it came
-from, with the model file hash). For the HLS flavour all of them appear in the same atomic rename
-as the project itself.
+from, with the model file hash). All of them appear in the same atomic rename as the project
+itself (both flavours).
 
 What to build is one :class:`~trigger_ml.firmware.spec.FirmwareSpec`. A threshold is a score value
 (``threshold``) or a target rate (``rate_khz``); a rate is calibrated on the model's held-out
@@ -16,6 +16,7 @@ so the wrapper, the IR and every later stage use the same integer.
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 import time
@@ -24,7 +25,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trigger_ml.core.artifacts import check_output, sha256_file
+from trigger_ml.core.artifacts import check_output, read_json_or_none, sha256_file
 from trigger_ml.core.constants import (
     INPUT_INFO_FILE,
     IR_FILE,
@@ -37,20 +38,12 @@ from trigger_ml.core.errors import ArtifactError, ConfigError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.threshold import Threshold, calibrate_threshold
 from trigger_ml.firmware.spec import FLAVORS, FirmwareSpec
+from trigger_ml.train import training_data_path
 
 __all__ = ["FLAVORS", "FirmwareSpec", "convert_run", "FIRMWARE_STAGES"]
 
 #: what `convert --force` may replace: an earlier firmware project of either flavour
 FIRMWARE_STAGES = ("firmware.hls", "firmware.rtl")
-
-
-def _recorded_training_data(run: Path) -> Path | None:
-    """The training file a run's manifest records (the default data of convert), if readable."""
-    from trigger_ml.core.artifacts import read_json_or_none
-
-    man = read_json_or_none(run / MANIFEST_FILE) or {}
-    p = ((man.get("inputs") or {}).get("data") or {}).get("path") if isinstance(man.get("inputs"), dict) else None
-    return Path(p) if isinstance(p, str) and p else None
 
 
 def _copy_run_files(run: Path, out: Path, model_sha: str) -> None:
@@ -69,22 +62,20 @@ def _ir_score(fm, flat: int) -> tuple[str, int]:
     raise ArtifactError(f"score index {flat} beyond the {off} output values of the firmware")
 
 
-def _rate_calibration(art, spec: FirmwareSpec, data: Path | None, log: Callable[[str], None]):
-    """(ModelGraph, score type) → Threshold at ``spec.rate_khz``, from the firmware's integer scores."""
-    from trigger_ml import ir
+def _rate_calibration(art, spec: FirmwareSpec, data: Path | None, graph_ir: Callable, log: Callable[[str], None]):
+    """(ModelGraph, score type, flat score index) → Threshold at ``spec.rate_khz``, from the
+    firmware's integer scores (the emulator of the converted graph's IR, ``graph_ir(ModelGraph)``)."""
     from trigger_ml.emulate import Emulator
-    from trigger_ml.firmware.hls.trigger import _score_of
 
-    def calibrate(hls_model, score_t: FixedType) -> Threshold:
+    def calibrate(hls_model, score_t: FixedType, flat: int) -> Threshold:
         ho = art.held_out(data, spec.calibration_events)
-        fm = ir.from_hls_model(hls_model)
-        name, idx = _ir_score(fm, _score_of(hls_model, spec.score_output)[2])
+        fm = graph_ir(hls_model)
+        name, idx = _ir_score(fm, flat)
         emu = Emulator(fm.with_score(name, idx))
         raws = []
         for a in range(ho.start, ho.stop, 262_144):
             x = art.inputs_from_file(ho.path, start=a, stop=min(a + 262_144, ho.stop))
-            # float64 in → exact float64 values (score types up to 53 bits: the wrapper refuses wider)
-            raws.append(np.ldexp(np.asarray(emu.score(x.astype(np.float64)), np.float64), score_t.frac).astype(np.int64))
+            raws.append(emu.score_raw(x))
         thr = calibrate_threshold(np.concatenate(raws), score_t, spec.rate_khz, spec.bx_rate_hz)
         log(f"threshold for {spec.rate_khz:g} kHz at {spec.bx_rate_hz / 1e6:g} MHz: score > {thr.value:.6g} "
             f"(raw {thr.raw}; {thr.n_pass} of {thr.n_total:,} held-out background events fire: {ho.note})")
@@ -116,7 +107,7 @@ def convert_run(
         spec = FirmwareSpec.make(**(spec.model_dump() | knobs))
     run, out = Path(run), Path(out)
     data = Path(data) if data else None
-    train_data = _recorded_training_data(run)
+    train_data = training_data_path(read_json_or_none(run / MANIFEST_FILE) or {})
     # before any work: never over the run / the data (e.g. `convert RUN --out RUN --force`), only over
     # an earlier firmware project (either flavour)
     check_output(out, [run, data, train_data], FIRMWARE_STAGES, force)
@@ -146,7 +137,7 @@ def _convert_hls(run, out, spec, art, data, model_sha, force, log, t0) -> dict[s
     from trigger_ml.emulate import Emulator
     from trigger_ml.firmware import hls
 
-    tb_src = data or Path(art.manifest["inputs"]["data"]["path"])
+    tb_src = data or training_data_path(art.manifest)
     if art.config.kind != "classifier":
         x_tb = art.inputs_from_file(tb_src, stop=spec.tb_events)
     else:
@@ -154,15 +145,17 @@ def _convert_hls(run, out, spec, art, data, model_sha, force, log, t0) -> dict[s
         from trigger_ml.train import model_inputs
 
         x_tb = model_inputs(art.config, art.preprocessing, art.input_info, load_jets(tb_src)[0][:spec.tb_events])
+    # the IR of the converted graph, built once: the rate calibration and the project's IR share it
+    graph_ir = functools.cache(ir.from_hls_model)
     if spec.rate_khz is not None:
-        threshold = _rate_calibration(art, spec, data, log)
+        threshold = _rate_calibration(art, spec, data, graph_ir, log)
     else:
         threshold = spec.threshold
     checked: dict[str, Any] = {}
 
     def finalize(tmp: Path, hls_model, thr: dict | None) -> None:
         """Inside the atomic directory: the IR (score + threshold), the emulator check, run files."""
-        fm = ir.from_hls_model(hls_model)
+        fm = graph_ir(hls_model)
         if thr is not None:
             name, idx = _ir_score(fm, int(thr["score_flat_index"]))
             fm = fm.with_score(name, idx, int(thr["raw"]))

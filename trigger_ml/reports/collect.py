@@ -62,6 +62,7 @@ from trigger_ml.core.constants import (
 )
 from trigger_ml.core.errors import ArtifactError, TriggerMLError
 from trigger_ml.reports import estimate as E
+from trigger_ml.train import training_data_path
 
 REPORT_FORMAT = "trigger_ml.report"
 REPORT_VERSION = 1
@@ -246,7 +247,7 @@ def _model_section(run: Path | None) -> dict[str, Any]:
         "ebops": None if ebops is None else {"value": float(ebops), "unit": "EBOPs", "source": "HGQ2 (training manifest)"},
         "training": training,
         "versions": man.get("versions", {}),
-        "data": ((man.get("inputs") or {}).get("data") or {}).get("path"),
+        "data": None if (data := training_data_path(man)) is None else str(data),
     }
 
 

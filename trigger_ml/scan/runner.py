@@ -44,6 +44,7 @@ from trigger_ml.scan.space import (
     point_key,
     points,
 )
+from trigger_ml.train import training_data_path
 
 #: the stage name of a scan directory (its ``manifest.json``)
 STAGE = "scan"
@@ -112,8 +113,8 @@ def _model_reusable(model_dir: Path, cfg, background: Path) -> bool:
     try:
         man = json.loads(mf.read_text())
         same_cfg = man.get("config") == cfg.model_dump(mode="json")
-        data = ((man.get("inputs") or {}).get("data") or {}).get("path")
-        return bool(same_cfg and data and Path(data).resolve() == Path(background).resolve())
+        data = training_data_path(man)
+        return bool(same_cfg and data and data.resolve() == Path(background).resolve())
     except (OSError, ValueError):
         return False
 

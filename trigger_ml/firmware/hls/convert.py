@@ -72,7 +72,7 @@ def convert(
     io_type: str = "io_parallel",
     strategy: str = "Latency",
     reuse_factor: int | Mapping[str, int] = 1,
-    threshold: float | Threshold | Callable[[Any, FixedType], Threshold] | None = None,
+    threshold: float | Callable[[Any, FixedType, int], Threshold] | None = None,
     score_output: str | None = None,
     tb_inputs: np.ndarray | None = None,
     expected_fn: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -90,11 +90,10 @@ def convert(
     hls4ml config merged over :func:`hls_config_for`. ``compile``: build hls4ml's C simulation
     library (needed when ``tb_inputs`` is given without ``expected_fn``; when both ``compile`` and
     ``expected_fn`` are given the C simulation is checked against ``expected_fn`` exactly).
-    The threshold/trigger bit needs Vitis/Vivado with io_parallel; ``threshold`` is a score value, a
-    :class:`~trigger_ml.core.threshold.Threshold` (its raw integer), or a callable
-    ``(ModelGraph, score FixedType) -> Threshold`` (e.g. a rate calibration), all placed by the one
-    threshold rule. ``finalize(tmp_dir, ModelGraph, threshold dict)`` may add files before the
-    atomic rename. Returns (HLSProject, ModelGraph); the ModelGraph's output directory is ``out_dir``.
+    The threshold/trigger bit needs Vitis/Vivado with io_parallel; ``threshold`` is a score value
+    (placed by the one threshold rule) or a callable ``(ModelGraph, score FixedType, flat score
+    index) -> Threshold`` (e.g. a rate calibration). ``finalize(tmp_dir, ModelGraph, threshold dict)``
+    may add files before the atomic rename. Returns (HLSProject, ModelGraph); the ModelGraph's output directory is ``out_dir``.
     """
     backend = _norm_backend(backend)
     strategy_n = _norm_strategy(strategy)
@@ -143,18 +142,14 @@ def convert(
             score = _score_of(hls_model, score_output)
             var, idx, flat_idx = score
             score_t = FixedType.from_hls4ml(var.type.precision)
-            if callable(threshold):  # e.g. calibrated to a rate with the firmware's own integer scores
-                t_obj = threshold(hls_model, score_t)
-            elif isinstance(threshold, Threshold):
-                t_obj = place_threshold(score_t, raw=threshold.raw)
-                t_obj = Threshold(**{**threshold.__dict__, "raw": t_obj.raw, "frac": t_obj.frac,
-                                     "score_type": t_obj.score_type})
-            else:
-                t_obj = place_threshold(score_t, threshold)
-            if score_t.width > 53:
+            if score_t.width > 53:  # before any (calibration) work
                 raise ConfigError(f"score type {score_t.to_hls()} is wider than 53 bits; the threshold would not be "
                                   "exact as a double")
-            thr = t_obj.to_json() | {"frac_bits": t_obj.frac}
+            if callable(threshold):  # e.g. calibrated to a rate with the firmware's own integer scores
+                t_obj = threshold(hls_model, score_t, flat_idx)
+            else:
+                t_obj = place_threshold(score_t, threshold)
+            thr = t_obj.to_json()
             hls_top = f"{project_name}_trigger"
             thr.update(
                 {
