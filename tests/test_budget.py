@@ -150,3 +150,17 @@ def test_render_table() -> None:
     console.print(table)
     text = console.export_text()
     assert "dense_2" in text and "FAIL" in text and "40.000" in text and "xcvu9p" in text
+
+
+def test_rtl_budget_search_summary() -> None:
+    from trigger_ml.reports.budget import rtl_budget_search
+
+    assert rtl_budget_search({}) is None and rtl_budget_search({"budget_search": {"chosen": None}}) is None
+    man = {"budget_search": {"budget_ns": 50.0, "cost_rule": "r", "candidates": [{"n_stages": 11}],
+                             "chosen": {"clock_mhz": 240.0, "delay_constraint": -1, "worst_stage_ns_estimate": 4.07,
+                                        "luts_estimate": 1.0, "ffs_estimate": 2},
+                             "measured": {"latency_cycles": 11, "latency_ns": 45.8, "source": "measured (Verilator)"}}}
+    s = rtl_budget_search(man)
+    assert s["passed"] and s["budget_bx"] == 2.0 and s["latency_cycles"] == 11 and len(s["candidates"]) == 1
+    man["budget_search"]["measured"]["latency_ns"] = 50.1
+    assert not rtl_budget_search(man)["passed"]

@@ -315,3 +315,12 @@ def test_split_cpp_build_with_precompiled_headers(project, tmp_path) -> None:
     raw = rtl._run_sim(project, exe, pack_fields(project.inputs, x), 1000 + project.latency_cycles)
     got = unpack_fields(project.outputs, raw[project.latency_cycles :])
     assert np.array_equal(got, rtl.comb_predict(project, x))
+
+
+def test_delay_constraint_and_timing_estimate_in_manifest(model, tmp_path) -> None:
+    """The CMVM delay constraint reaches alkaid and the manifest has the ns stage-delay estimate."""
+    p = rtl.build_rtl(model, tmp_path / "dc0", latency_cutoff=2.0, clock_ns=4.0, delay_constraint=0)
+    man = json.loads((p.path / rtl.MANIFEST_NAME).read_text())
+    te = man["timing_estimate"]
+    assert man["delay_constraint"] == 0 and te["n_stages"] == p.latency_cycles == len(te["stage_delays_ns"])
+    assert te["clock_ns"] == 4.0 and "estimated" in te["source"] and te["meets_timing"] == (te["slack_ns"] >= 0)

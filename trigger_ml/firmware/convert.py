@@ -12,6 +12,15 @@ What to build is one :class:`~trigger_ml.firmware.spec.FirmwareSpec`. A threshol
 background (:func:`trigger_ml.train.held_out_background`) with the firmware's own integer scores
 (the bit-exact emulator of the converted graph) by :func:`trigger_ml.core.threshold.calibrate_threshold`,
 so the wrapper, the IR and every later stage use the same integer.
+
+A latency budget (``FirmwareSpec.budget_ns``; CLI ``--budget-ns`` / ``--budget-bx``, optionally
+``--clock-mhz``) is an RTL-flavour feature: :mod:`trigger_ml.firmware.rtl.search` picks the cheapest
+alkaid design whose latency (pipeline depth × clock) meets it and whose stages fit the clock by the
+ns delay model (:mod:`trigger_ml.firmware.timing`, an estimate); the written design's depth is then
+measured in Verilator inside the atomic write and the project is refused (nothing replaced) if it
+misses the budget.  The whole search is recorded in ``rtl_manifest.json`` (``budget_search``).  No
+design meeting the budget: a one-line refusal naming the closest design.  The hls flavour refuses a
+budget (its depth would only be an estimate; use ``trigger-ml report --budget-ns``).
 """
 
 from __future__ import annotations
@@ -114,6 +123,10 @@ def convert_run(
     art = load_artifact(run)
     model_sha = sha256_file(run / MODEL_FILE)
     t0 = time.perf_counter()
+    if spec.budget_ns is not None and spec.flavor == "hls":
+        raise ConfigError(f"a latency budget (--budget-ns/--budget-bx {spec.budget_ns:g} ns) needs --flavor verilog: "
+                          "only the RTL flavour's pipeline depth is measured (Verilator); for an hls4ml project "
+                          "compare its latency with `trigger-ml report --budget-ns` (C-synthesis or labelled estimate)")
     if spec.flavor == "hls":
         return _convert_hls(run, out, spec, art, data, model_sha, force, log, t0)
     if spec.has_trigger:
@@ -121,14 +134,65 @@ def convert_run(
                           "--rate-khz (working points come from `trigger-ml emulate` on the RTL directory)")
     from trigger_ml.firmware import rtl
 
+    if spec.budget_ns is not None:
+        return _convert_rtl_budget(run, out, spec, art, model_sha, force, log, t0)
     proj = rtl.build_rtl(art.model, out, flavor=spec.flavor, latency_cutoff=spec.latency_cutoff,
-                         clock_ns=spec.clock_ns, force=force,
+                         clock_ns=spec.clock_ns, force=force, delay_constraint=spec.delay_constraint,
                          finalize=lambda tmp: _copy_run_files(run, tmp, model_sha))  # same atomic rename
     t_conv = time.perf_counter() - t0
     log(f"wrote {spec.flavor} RTL project {out}: pipeline depth {proj.latency_cycles} cycles at {spec.clock_ns} ns "
         f"({t_conv:.1f} s)")
     return {"flavor": spec.flavor, "path": str(out), "latency_cycles": proj.latency_cycles, "clock_ns": spec.clock_ns,
             "latency_cutoff": spec.latency_cutoff, "seconds": round(t_conv, 2), "threshold": None,
+            "spec": spec.model_dump()}
+
+
+def _convert_rtl_budget(run, out, spec, art, model_sha, force, log, t0) -> dict[str, Any]:
+    """RTL flavour with a latency budget: search (delay constraint × clock × pipelining) for the cheapest
+    design that meets ``spec.budget_ns`` (:mod:`trigger_ml.firmware.rtl.search`), write it, and accept it
+    only when its pipeline depth measured in Verilator × clock still meets the budget.  Refusals happen
+    before anything is renamed into ``out``: an existing output is kept."""
+    from trigger_ml.firmware import rtl
+    from trigger_ml.firmware.rtl import search as rsearch
+
+    res = rsearch.search(lambda dc: rtl.trace_comb(art.model, delay_constraint=dc), spec.budget_ns,
+                         clocks_mhz=spec.clocks_mhz, log=log)
+    best = res.chosen
+    if best is None:
+        raise ConfigError(res.refusal())
+    log(f"[budget] chosen ({rsearch.COST_RULE}): {best.describe()}")
+    measured: dict[str, Any] = {}
+
+    def finalize(tmp: Path) -> None:
+        """Inside the atomic directory: measure the depth in Verilator; refuse if it breaks the budget."""
+        cycles = int(rtl.measure_latency_cycles(rtl.RTLProject.load(tmp)))
+        lat_ns = cycles * best.clock_ns
+        measured.update(cycles=cycles, ns=lat_ns)
+        if cycles != best.n_stages or lat_ns > spec.budget_ns + 1e-9:
+            raise ConfigError(f"the chosen design's pipeline depth measured in Verilator is {cycles} cycles = {lat_ns:.1f} ns "
+                              f"(search: {best.n_stages}; budget {spec.budget_ns:g} ns); nothing was written")
+        man = json.loads((tmp / rtl.MANIFEST_NAME).read_text())
+        man["budget_search"] = res.to_json() | {"measured": {
+            "latency_cycles": cycles, "latency_ns": round(lat_ns, 4), "source": "measured (Verilator)",
+            "meets_budget": True}}
+        rtl._write_manifest(tmp / rtl.MANIFEST_NAME, man)
+        _copy_run_files(run, tmp, model_sha)
+
+    proj = rtl.build_rtl_from_comb(res.graph(best), out, flavor=spec.flavor, n_stages=best.n_stages,
+                                   latency_cutoff=1.0, clock_ns=best.clock_ns, force=force, ternary_fuse=False,
+                                   extra_manifest={"keras_model": art.model.name, "delay_constraint": best.delay_constraint,
+                                                   "pipelining": best.split},
+                                   finalize=finalize)
+    t_conv = time.perf_counter() - t0
+    log(f"wrote {spec.flavor} RTL project {out}: {measured['cycles']} stages measured in Verilator × "
+        f"{best.clock_ns:.4g} ns ({best.clock_mhz:g} MHz) = {measured['ns']:.1f} ns <= budget {spec.budget_ns:g} ns; "
+        f"~{best.luts:,.0f} LUT + {best.ffs:,} FF (alkaid estimate); stage delays are estimates, only Vivado "
+        f"timing closure confirms {best.clock_mhz:g} MHz ({t_conv:.1f} s)")
+    return {"flavor": spec.flavor, "path": str(out), "latency_cycles": proj.latency_cycles, "clock_ns": best.clock_ns,
+            "clock_mhz": best.clock_mhz, "latency_ns": measured["ns"], "latency_source": "measured (Verilator)",
+            "budget_ns": spec.budget_ns, "delay_constraint": best.delay_constraint, "latency_cutoff": None,
+            "luts_estimate": best.luts, "ffs_estimate": best.ffs, "worst_stage_ns_estimate": best.worst_stage_ns,
+            "seconds": round(t_conv, 2), "threshold": None, "budget_search": res.to_json(),
             "spec": spec.model_dump()}
 
 

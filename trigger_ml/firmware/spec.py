@@ -20,6 +20,7 @@ CLI_OPTIONS: dict[str, str] = {
     "flavor": "--flavor", "backend": "--backend", "part": "--part", "clock_ns": "--clock-ns", "strategy": "--strategy",
     "reuse_factor": "--reuse", "latency_cutoff": "--latency-cutoff", "threshold": "--threshold",
     "rate_khz": "--rate-khz", "score_output": "--score", "bx_rate_hz": "--bx-rate-mhz",
+    "budget_ns": "--budget-ns", "clocks_mhz": "--clock-mhz", "delay_constraint": "--delay-constraint",
 }
 
 
@@ -44,6 +45,13 @@ class FirmwareSpec(BaseModel):
     reuse_factor: int | dict[str, int] = 1
     #: da4ml/alkaid pipelining: maximum adder depth per pipeline stage (RTL flavours; <= 0: combinational)
     latency_cutoff: float = Field(default=5.0, allow_inf_nan=False)
+    #: alkaid CMVM delay constraint (``hard_dc``, RTL flavours): adder levels beyond the minimum; -1 unconstrained
+    delay_constraint: int = Field(default=-1, ge=-1)
+    #: latency budget in ns: search the RTL knobs for the cheapest design that meets it
+    #: (:mod:`trigger_ml.firmware.rtl.search`); ``latency_cutoff``/``clock_ns``/``delay_constraint`` are then chosen
+    budget_ns: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    #: clocks the budget search may use (MHz); None: ``rtl.search.CLOCKS_MHZ``
+    clocks_mhz: tuple[float, ...] | None = None
     threshold: float | None = Field(default=None, allow_inf_nan=False)
     rate_khz: float | None = Field(default=None, gt=0, allow_inf_nan=False)
     score_output: str | None = None
@@ -59,6 +67,13 @@ class FirmwareSpec(BaseModel):
         vals = v.values() if isinstance(v, dict) else [v]
         if any(int(r) < 1 for r in vals):
             raise ValueError("reuse factors must be positive integers")
+        return v
+
+    @field_validator("clocks_mhz")
+    @classmethod
+    def _positive_clocks(cls, v):
+        if v is not None and (not v or any(not (c > 0 and c < float("inf")) for c in v)):
+            raise ValueError("clock frequencies must be positive numbers of MHz")
         return v
 
     @model_validator(mode="after")

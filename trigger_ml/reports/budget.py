@@ -234,3 +234,37 @@ def build_budget_profile(
         resource_percent=percent or {},
         resources_passed=fits,
     )
+
+
+def rtl_budget_search(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The latency-budget search recorded in an RTL project's ``rtl_manifest.json`` (written by
+    ``trigger-ml convert --flavor verilog --budget-ns/--budget-bx``), summarised for reports and scans.
+
+    Returns None when the project was not built for a budget; else ``budget_ns``, ``budget_bx``,
+    ``passed`` (measured latency within the budget), ``latency_cycles`` / ``latency_ns`` and their
+    ``source`` (Verilator), ``clock_mhz``, ``delay_constraint``, the estimated worst stage delay and
+    resources of the chosen design (labelled estimates), the cost rule, and ``candidates`` (every
+    searched design: knobs, depth, latency, estimated LUT/FF and stage delay, verdict)."""
+    bs = manifest.get("budget_search") if isinstance(manifest, Mapping) else None
+    if not isinstance(bs, Mapping) or not isinstance(bs.get("chosen"), Mapping):
+        return None
+    ch, meas = bs["chosen"], bs.get("measured") or {}
+    budget = float(bs["budget_ns"])
+    lat = meas.get("latency_ns")
+    return {
+        "budget_ns": budget,
+        "budget_bx": budget / BX_NS,
+        "passed": lat is not None and float(lat) <= budget + _NS_TOLERANCE,
+        "latency_cycles": meas.get("latency_cycles"),
+        "latency_ns": lat,
+        "source": meas.get("source", "not measured"),
+        "clock_mhz": ch.get("clock_mhz"),
+        "delay_constraint": ch.get("delay_constraint"),
+        "worst_stage_ns_estimate": ch.get("worst_stage_ns_estimate"),
+        "luts_estimate": ch.get("luts_estimate"),
+        "ffs_estimate": ch.get("ffs_estimate"),
+        "cost_rule": bs.get("cost_rule"),
+        "timing_note": "stage delays are estimates (trigger_ml UltraScale+ delay model); only Vivado timing "
+                       "closure confirms the clock",
+        "candidates": list(bs.get("candidates") or []),
+    }

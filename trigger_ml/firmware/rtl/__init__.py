@@ -1,8 +1,9 @@
 """alkaid RTL generation for HGQ2 models, and bit-exact Verilator simulation of the result.
 
-Modules: :mod:`.build` (trace, project dataclasses, I/O packing, HDL writing, ``comb_predict``)
-and :mod:`.verilator` (Verilator environment, C++ harness, compile, simulate, latency
-measurement).  Every public name is re-exported here, so ``from trigger_ml.firmware import rtl``
+Modules: :mod:`.build` (trace, project dataclasses, I/O packing, HDL writing, ``comb_predict``),
+:mod:`.verilator` (Verilator environment, C++ harness, compile, simulate, latency
+measurement) and :mod:`.search` (latency-budget design search: CMVM delay constraint × clock ×
+pipelining, stage delays from :mod:`trigger_ml.firmware.timing`; used by ``convert --budget-ns``).  Every public name is re-exported here, so ``from trigger_ml.firmware import rtl``
 and ``from trigger_ml.firmware.rtl import X`` work as before.
 
 Flow

@@ -406,8 +406,12 @@ def _flatten_batch(x: Any) -> np.ndarray:
     return a.reshape(a.shape[0], -1).astype(np.float64)
 
 
-def trace_comb(model: keras.Model) -> CombLogic:
+def trace_comb(model: keras.Model, *, delay_constraint: int = -1) -> CombLogic:
     """Trace an HGQ2 Keras model into an alkaid (ALIR) ``CombLogic`` (errors -> TriggerMLError).
+
+    ``delay_constraint``: alkaid's CMVM solver option ``hard_dc`` — how many adder levels beyond the
+    minimum each constant-matrix-vector product may use (``-1``: unconstrained, alkaid's default;
+    ``0``: minimal adder depth, usually a few more LUTs).  It is the knob on the combinational depth.
 
     alkaid's ``keras`` tracer replays the functional graph; HGQ2's ``alkaid_keras`` plugin
     (``hgq._alkaid_keras_plugin``) supplies the handlers of the HGQ2 layers and is loaded on
@@ -420,7 +424,8 @@ def trace_comb(model: keras.Model) -> CombLogic:
 
     _keep_batch_in_flatten()
     try:
-        inp, out = trace_model(model, framework="keras")
+        opts = {"hard_dc": int(delay_constraint)} if delay_constraint != -1 else None
+        inp, out = trace_model(model, framework="keras", solver_options=opts)
         return trace(inp, out)
     except KeyError as e:
         cls = e.args[0] if e.args else None
@@ -677,9 +682,17 @@ def build_rtl_from_comb(
     name: str = "model",
     extra_manifest: dict[str, Any] | None = None,
     finalize: Callable[[Path], None] | None = None,
+    n_stages: int | None = None,
+    ternary_fuse: bool = True,
 ) -> RTLProject:
     """Write the alkaid RTL project of an already traced ``CombLogic`` (see :func:`build_rtl`).
     ``finalize(tmp_dir)`` may add files that must appear in the same atomic rename.
+
+    ``n_stages`` (instead of ``latency_cutoff``): cut into exactly that many stages, balanced on the
+    graph's ``Op.latency`` (alkaid's ``to_pipeline``); ``ternary_fuse=False`` writes ``comb`` as given
+    (no ternary fusion, no re-costing: e.g. a graph whose latencies are a ns schedule from
+    :mod:`trigger_ml.firmware.rtl.search`).  The manifest records the estimated stage delays in ns
+    at ``clock_ns`` (``timing_estimate``, :mod:`trigger_ml.firmware.timing`).
 
     ``comb`` may also be a da4ml 0.6 ``CombLogic`` (converted with :func:`as_alir`).
     """
@@ -700,14 +713,20 @@ def build_rtl_from_comb(
     with atomic_dir(out_dir, force=force) as tmp:
         t0 = time.perf_counter()
         # latency_cutoff <= 0: one combinational block without registers (alkaid: -1)
+        if n_stages is not None:
+            if int(n_stages) < 1:
+                raise TriggerMLError(f"n_stages must be >= 1, got {n_stages}")
+            cutoff = float(latency_cutoff) if latency_cutoff > 0 else 1.0  # recorded; the stage count rules
         rm = RTLModel(
             comb,
             tmp,
             name,
             flavor=flavor,
-            latency_cutoff=cutoff if cutoff > 0 else -1,
+            n_stages=int(n_stages) if n_stages is not None else -1,
+            latency_cutoff=(cutoff if cutoff > 0 else -1) if n_stages is None else -1,
             print_latency=True,
             clock_period=float(clock_ns),
+            ternary_fuse=ternary_fuse,
         )
         rm.write()
         t_write = time.perf_counter() - t0
@@ -738,6 +757,13 @@ def build_rtl_from_comb(
         )
         meta = json.loads((tmp / "metadata.json").read_text())
         total_delay = float(written.latency[1])
+        if not ternary_fuse:  # Op.latency may hold another schedule (e.g. ns stages): alkaid's surrogate depth
+            from alkaid.trace.passes.surrogate import add_surrogate
+
+            total_delay = float(add_surrogate(written, _skip_op8_cost=True).latency[1])
+        from trigger_ml.firmware.timing import pipeline_timing
+
+        timing_est = pipeline_timing(rm.fsm.logic, clock_ns).to_json() if cutoff > 0 else None
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "generator": "trigger_ml.firmware.rtl",
@@ -749,6 +775,7 @@ def build_rtl_from_comb(
             "comb_logic_depth": total_delay,
             "stage_delay": total_delay / n_stages if n_stages else total_delay,
             "traced_cost": float(comb.cost),
+            "timing_estimate": timing_est,
             "alkaid_metadata": meta,
             "sources": {str(p.relative_to(tmp)): sha256_file(p) for p in _project_files(tmp, flavor)},
             "timing_s": {"write": round(t_write, 4)},
@@ -807,6 +834,7 @@ def build_rtl(
     force: bool = False,
     name: str = "model",
     finalize: Callable[[Path], None] | None = None,
+    delay_constraint: int = -1,
 ) -> RTLProject:
     """Trace an HGQ2 model with alkaid and write its RTL project to ``out_dir`` atomically.
 
@@ -824,9 +852,10 @@ def build_rtl(
     if out_dir.exists() and not force:  # fail before the (possibly long) trace
         raise ArtifactError(f"{out_dir} already exists; pass force=True to overwrite it")
     t0 = time.perf_counter()
-    comb = trace_comb(model)
+    comb = trace_comb(model, delay_constraint=delay_constraint)
     t_trace = time.perf_counter() - t0
     extra = {
+        "delay_constraint": int(delay_constraint),
         "keras_model": model.name,
         "keras_version": keras.__version__,
         "hgq_version": _pkg_version("hgq2"),
