@@ -64,10 +64,15 @@ def test_hgq_keras_matches_csim(name: str) -> None:
     assert int(np.count_nonzero(yk != ye)) == 0
 
 
-def test_fast_path_covers_the_hgq_models() -> None:
-    for name in ("mlp", "ae"):
+def test_fast_path_covers_the_compiled_models() -> None:
+    """Every layer of the compiled models (merges, conv + pooling, a too-narrow accumulator, table
+    activations, batchnorm, softmax) runs on the fast path, as the public plan report says."""
+    for name in ("mlp", "ae", "cnn", "plain"):
         emu = Emulator(M.compiled(name).fm)
-        assert emu._fast.ref_layers == [], f"{name}: layers left to the reference path: {emu._fast.ref_layers}"
+        report = emu.plan_report()
+        assert [e["layer"] for e in report] == M.compiled(name).fm.layer_names
+        assert emu.reference_layers == [], f"{name}: layers left to the reference path: {report}"
+        assert all(e["path"] == "fast" and e["how"] for e in report)
 
 
 def test_ae_has_merge_ops_and_score() -> None:

@@ -620,6 +620,48 @@ def _k_from_float(x, out, scale, thr_lo, thr_hi, qcode, ocode, lo, hi, width, si
     return nbad == 0
 
 
+_NUMBA_CACHE_READY: list = []
+
+
+def numba_cache_setup() -> str:
+    """Make numba's on-disk kernel cache (``cache=True``) work for this package wherever it is
+    installed, before the first kernel is compiled; returns where kernels are cached.
+
+    ``NUMBA_CACHE_DIR`` set by the user wins.  Otherwise an editable/source tree caches in the
+    ``__pycache__`` next to each module (numba's default) and a read-only install (site-packages
+    owned by root, a container image) uses numba's user-wide cache directory when that is writable,
+    else ``$TMPDIR/trigger_ml-numba-<uid>`` -- never silently recompiling in every process."""
+    if _NUMBA_CACHE_READY:
+        return _NUMBA_CACHE_READY[0]
+    import os
+    import tempfile
+
+    import numba
+
+    pkg = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if numba.config.CACHE_DIR:
+        where = str(numba.config.CACHE_DIR)
+    elif os.access(pkg, os.W_OK) and os.access(os.path.join(pkg, "core"), os.W_OK):
+        where = "__pycache__ next to each module"
+    else:
+        try:
+            from numba.misc.appdirs import AppDirs
+
+            user = AppDirs(appname="numba", appauthor=False).user_cache_dir
+            os.makedirs(user, exist_ok=True)
+            ok = os.access(user, os.W_OK)
+        except Exception:  # pragma: no cover - no home directory
+            user, ok = "", False
+        if ok:
+            where = user
+        else:
+            where = os.path.join(tempfile.gettempdir(), f"trigger_ml-numba-{os.getuid() if hasattr(os, 'getuid') else 0}")
+            os.makedirs(where, exist_ok=True)
+            numba.config.CACHE_DIR = where
+    _NUMBA_CACHE_READY.append(where)
+    return where
+
+
 def _kernels():
     """(requantize_right, from_float) jitted kernels, or None if numba is unavailable."""
     if not _kernels_cache:
@@ -628,6 +670,7 @@ def _kernels():
         except ImportError:  # pragma: no cover - numba is a dependency
             _kernels_cache.append(None)
         else:
+            numba_cache_setup()
             jit = numba.njit(cache=True, nogil=True)
             _kernels_cache.append((jit(_k_requantize_right), jit(_k_from_float)))
     return _kernels_cache[0]

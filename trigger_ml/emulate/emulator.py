@@ -17,7 +17,10 @@ It picks one of two executors that share one set of semantics (documented per la
   Matrix products go to BLAS (sparse ones to a gather kernel), and all element-wise work of a
   layer chain (bias, accumulator wrap, result cast, ReLU, batchnorm, per-element HGQ2 quantizers,
   the merge op itself) is fused into one numba pass per layer group.  Events are processed in
-  blocks on all cores (Python threads; BLAS pinned to one thread meanwhile).
+  blocks on all cores (Python threads; BLAS pinned to one thread meanwhile).  Narrow accumulators
+  (per-product casts), ``dot``, pooling, tables, softmax, concatenate and transpose have their own
+  exact numba kernels; :meth:`Emulator.plan_report` says, per layer, which path runs it and why,
+  and :func:`reference_path_warning` is the one-line warning the CLI prints.
 
 Neither imports TensorFlow, Keras or hls4ml.  The first use compiles a few numba kernels (cached on
 disk by numba afterwards).
@@ -29,13 +32,42 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from trigger_ml.core.errors import TriggerMLError
+from trigger_ml.core.errors import TriggerMLError, UnsupportedLayerError
 from trigger_ml.core.fixed import FixedType, from_float
 from trigger_ml.emulate.fast.plan import _build_fast_plan
 from trigger_ml.emulate.reference import _Counter, _RefLayer, _Step, _to_float_out
 from trigger_ml.ir import FirmwareModel
 
-__all__ = ["Emulator"]
+__all__ = ["Emulator", "firmware_plan_warning", "reference_path_warning"]
+
+
+def reference_path_warning(emu: Emulator) -> str | None:
+    """One line naming the layers that run on the slower reference path (None when every layer is
+    on the fast path): what the CLI prints once and records in its output metadata."""
+    if emu._fast is None and emu._fast_refused is None:
+        return None  # the caller asked for the reference executor
+    ref = [e for e in emu.plan_report() if e["path"] == "reference"]
+    if not ref:
+        return None
+    first = ref[0]
+    more = f" (+{len(ref) - 1} more)" if len(ref) > 1 else ""
+    names = ", ".join(e["layer"] for e in ref[:4]) + (", ..." if len(ref) > 4 else "")
+    return (f"warning: {len(ref)} of {len(emu.fm.layers)} layers run on the slower reference path ({names}); "
+            f"{first['layer']}: {first['reason']}{more}")
+
+
+def firmware_plan_warning(firmware_dir) -> str | None:
+    """The one-line reference-path warning (see :func:`reference_path_warning`) for a firmware
+    directory holding a FirmwareModel IR; None for other firmware (e.g. RTL projects) or when every
+    layer runs on the fast path.  What ``trigger-ml emulate`` / ``verify`` print once."""
+    from pathlib import Path
+
+    from trigger_ml.core.constants import IR_FILE
+
+    p = Path(firmware_dir) / IR_FILE
+    if not p.is_file():
+        return None
+    return reference_path_warning(Emulator(FirmwareModel.load(p)))
 
 
 class Emulator:
@@ -71,7 +103,30 @@ class Emulator:
         for i, st in enumerate(self._steps):
             for j in st.in_idx:
                 self._last_use[j] = i
-        self._fast = _build_fast_plan(fm, [st for st in self._steps], threads, block) if fast else None
+        self._fast = None
+        self._fast_refused: str | None = None  # why the whole model runs on the reference executor
+        if fast:
+            try:
+                self._fast = _build_fast_plan(fm, [st for st in self._steps], threads, block)
+            except UnsupportedLayerError as exc:  # e.g. a layer output wider than float64's exact range
+                self._fast_refused = str(exc)
+
+    # -- plan report ---------------------------------------------------------------------------------
+    def plan_report(self) -> list[dict]:
+        """How each layer is executed, in IR order: ``{"layer", "kind", "path", ...}`` where ``path``
+        is ``"fast"`` (with ``how``: the kernel, ``buffer``: float32/float64 carrying the raw
+        integers, ``max_abs_raw``: their proven bound) or ``"reference"`` (with ``reason``: why the
+        fast path cannot run it exactly).  With ``fast=False`` every layer is ``"reference"``."""
+        if self._fast is None:
+            why = "fast=False requested" if self._fast_refused is None else f"no fast plan for this model: {self._fast_refused}"
+            return [{"layer": layer.name, "kind": layer.kind, "path": "reference", "reason": why}
+                    for layer in self.fm.layers]
+        return self._fast.plan_report()
+
+    @property
+    def reference_layers(self) -> list[str]:
+        """Names of the layers the fast path hands to the (slower) reference executor."""
+        return [e["layer"] for e in self.plan_report() if e["path"] == "reference"]
 
     # -- input handling ------------------------------------------------------------------------------
     def _split_inputs(self, x) -> list[np.ndarray]:

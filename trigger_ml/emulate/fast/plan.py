@@ -11,6 +11,16 @@ ReLU, batchnorm, per-element HGQ2 quantizers, the merge op itself) is fused into
 per layer group (:mod:`trigger_ml.emulate.fast.kernels`).  Events are processed in blocks on all
 cores (Python threads; BLAS pinned to one thread meanwhile).
 
+Layers the BLAS + stage-chain scheme cannot express get their own numba kernels, still exact by
+the same interval proofs: dense/conv with an accumulator narrower than the products or a saturating
+accumulator (every product cast to accum_t, summed in input order: ``pp_dense``), ``dot`` (Σx²),
+pooling, sigmoid/tanh/... tables, softmax (latency/stable/argmax), concatenate, transpose and
+merges incl. maximum/minimum.  Any other single-input element-wise layer (parametrised ReLUs, ELU,
+SELU, unary LUTs) becomes a lookup table over the input codes its proven interval allows, filled by
+the reference executor itself.  What is left goes to the reference executor -- never silently:
+:meth:`_FastPlan.plan_report` (public as :meth:`trigger_ml.emulate.Emulator.plan_report`) names
+every layer's path and, for the reference path, the reason.
+
 A *stage* is one fused element-wise pass ``y = ovf(round(relu?(x * pm + ad) * mu))`` with
 per-column parameters (``pm`` = exact integer multiplier, ``ad`` = integer addend, ``mu`` =
 power of two moving to the destination grid, ``relu`` via ``max(v, rlo)``), where ``round`` and
@@ -44,7 +54,7 @@ from trigger_ml.core.fixed import (
     requantize,
 )
 from trigger_ml.emulate.fast.kernels import _kernels, _Runner
-from trigger_ml.emulate.reference import _RefLayer, _Step
+from trigger_ml.emulate.reference import _floorlog2, _RefLayer, _Step
 from trigger_ml.ir import FirmwareModel, Layer
 
 #: saturation kind of an overflow mode for the fast kernels: SAT_SYM runs as SAT with lo = -hi
@@ -78,6 +88,79 @@ def _obj(v, C: int) -> np.ndarray:
 
 class _NotFast(Exception):
     """A layer the fast path does not cover exactly (the reference implementation is used)."""
+
+
+class _NeedPerProduct(_NotFast):
+    """A dense/conv whose products must be cast to accum_t one by one (or that may saturate)."""
+
+
+#: kinds whose output element c depends only on input element c (a lookup table can replace them)
+_ELEMENTWISE = frozenset({"activation", "table_activation", "elu", "selu", "unary_lut", "quantizer", "batchnorm"})
+_LUT_MAX_ENTRIES = 1 << 21  # total table entries of one lookup layer (float64: 16 MB)
+_NO_OVF = np.array([-1.0, 0.0, 0.0, 1.0, 1.0])
+
+
+def _ovf_params(t: FixedType) -> np.ndarray:
+    """(om, lo, hi, M, iM) of a cast's overflow handling for the numba kernels."""
+    lo = t.sat_min if t.overflow != "WRAP" else t.raw_min
+    return np.array([float(_OMODE[t.overflow]), float(lo), float(t.raw_max), math.ldexp(1.0, t.width), math.ldexp(1.0, -t.width)])
+
+
+def _round_iv(lo: int, hi: int, d: int) -> tuple[int, int]:
+    """Bounds of any rounding of [lo, hi] * 2**-d to an integer."""
+    if d <= 0:
+        return lo << -d, hi << -d
+    return lo >> d, -((-hi) >> d)
+
+
+def _pp_analysis(at: FixedType, d: int, plo: np.ndarray, phi: np.ndarray, bias: np.ndarray):
+    """Per-product casts to ``at`` of exact products in [plo, phi] (shape (K, F), raw at frac
+    ``fp = at.frac + d``), summed in order after ``bias`` (F,): the kernel parameters and the
+    accumulator interval, or _NotFast when float64 arithmetic would not be exact."""
+    K, F = plo.shape
+    tlo = at.sat_min if at.overflow != "WRAP" else at.raw_min
+    if at.overflow == "WRAP" and at.sat_bits:
+        raise _NotFast("WRAP accumulator with saturation bits")
+    if at.width > 50 or d > 51 or d < -60:
+        raise _NotFast(f"accumulator {at.to_hls()} (> 50 bits) or product shift {d} beyond exact float64 arithmetic (2**52)")
+    pmax = max((max(abs(int(a)), abs(int(b))) for a, b in zip(plo.reshape(-1), phi.reshape(-1))), default=0)
+    if pmax + (1 << max(d, 0)) >= _EXACT:
+        raise _NotFast("products exceed 2**52")
+    wrap_acc = at.overflow == "WRAP"
+    vlo = np.empty((K, F), dtype=object)
+    vhi = np.empty((K, F), dtype=object)
+    pov = False
+    for i in range(K):
+        for j in range(F):
+            a, b = _round_iv(int(plo[i, j]), int(phi[i, j]), d)
+            if not wrap_acc and (a < tlo or b > at.raw_max):
+                pov = True
+            vlo[i, j], vhi[i, j] = a, b
+    if pov:  # saturating product casts
+        for i in range(K):
+            for j in range(F):
+                a, b = min(max(int(vlo[i, j]), tlo), at.raw_max), max(min(int(vhi[i, j]), at.raw_max), tlo)
+                if at.overflow == "SAT_ZERO":
+                    a, b = min(a, 0), max(b, 0)
+                vlo[i, j], vhi[i, j] = a, b
+    acc_lo = np.array([int(bias[j]) + sum(int(v) for v in vlo[:, j]) for j in range(F)], dtype=object)
+    acc_hi = np.array([int(bias[j]) + sum(int(v) for v in vhi[:, j]) for j in range(F)], dtype=object)
+    neg = [min(int(bias[j]), 0) + sum(min(int(v), 0) for v in vlo[:, j]) for j in range(F)]
+    pos = [max(int(bias[j]), 0) + sum(max(int(v), 0) for v in vhi[:, j]) for j in range(F)]
+    step_ovf = not wrap_acc and any(n < tlo or p > at.raw_max for n, p in zip(neg, pos))
+    if max([abs(v) for v in neg + pos] or [0]) >= _EXACT:
+        raise _NotFast("accumulator partial sums exceed 2**52")
+    if step_ovf:
+        acc_lo = np.full(F, tlo if at.overflow != "SAT_ZERO" else min(tlo, 0), dtype=object)
+        acc_hi = np.full(F, at.raw_max, dtype=object)
+    rm = ROUNDING_CODE[at.rounding] if d > 0 else Q_TRN
+    pq = _ovf_params(at) if pov else _NO_OVF
+    aq = _ovf_params(at) if step_ovf else _NO_OVF
+    # float32 arithmetic is exact when every product (and the rounding increment) and every partial
+    # sum stays below 2**24 and only the plain TRN / RND loops run
+    f32 = (not pov and not step_ovf and rm in (Q_TRN, ROUNDING_CODE["RND"]) and pmax + (1 << max(d, 0)) < _F32_LIMIT
+           and max([abs(v) for v in neg + pos] or [0]) < _F32_LIMIT and max(abs(int(v)) for v in bias) < _F32_LIMIT)
+    return math.ldexp(1.0, -d), rm, pq, aq, acc_lo, acc_hi, f32
 
 
 class _Stages:
@@ -264,6 +347,7 @@ class _FastPlan:
         for o in fm.outputs:
             self.consumers[o.name] = self.consumers.get(o.name, 0) + 1
         self.ref_by_name = {st.layer.name: st for st in ref_steps}
+        self.report: dict[str, dict] = {}
         for layer in fm.layers:
             self._build_layer(layer)
         self.out_slots = [self.layer_slot[o.name] for o in fm.outputs]
@@ -272,6 +356,17 @@ class _FastPlan:
             s.dtype = np.float64 if (s.f64_needed or s.absmax() >= _F32_LIMIT) else np.float32
         for op in self.ops:
             op.finalize(self)
+        for layer in fm.layers:
+            e = self.report[layer.name]
+            sl = self.slots[self.layer_slot[layer.name]]
+            e["buffer"] = np.dtype(sl.dtype).name
+            e["max_abs_raw"] = sl.absmax()
+
+    def plan_report(self) -> list[dict]:
+        """One entry per IR layer, in order: ``layer``, ``kind``, ``path`` ('fast' or 'reference'),
+        ``how`` (fast) or ``reason`` (reference), ``buffer`` (float32/float64 carrying the raw
+        integers) and ``max_abs_raw`` (the proven bound of the layer's raw values)."""
+        return [dict(self.report[layer.name]) for layer in self.fm.layers]
 
     # -- construction -------------------------------------------------------------------------------
     def _new_slot(self, size: int, lo, hi) -> int:
@@ -328,18 +423,38 @@ class _FastPlan:
         fn = getattr(self, f"_b_{layer.kind}", None)
         snap = (len(self.ops), len(self.slots), dict(self.layer_slot), dict(self.slot_producer), set(self.pinned),
                 [(op, op.out_slot, op.chain.snapshot()) for op in self.ops if op.chain is not None])
-        try:
-            if fn is None:
-                raise _NotFast(layer.kind)
-            fn(layer)
-        except _NotFast:
+        def rollback() -> None:
             del self.ops[snap[0]:]
             del self.slots[snap[1]:]
-            self.layer_slot, self.slot_producer, self.pinned = snap[2], snap[3], snap[4]
+            self.layer_slot, self.slot_producer, self.pinned = dict(snap[2]), dict(snap[3]), set(snap[4])
             for op, out, chain_snap in snap[5]:
                 op.out_slot = out
                 op.chain.restore(chain_snap)
+
+        self._how = "fused element-wise stage chain"
+        try:
+            if fn is None:
+                raise _NotFast(f"no fast implementation of layer kind {layer.kind!r}")
+            try:
+                fn(layer)
+            except (KeyError, IndexError, TypeError, ValueError) as exc:  # params/arrays the builder cannot read
+                raise _NotFast(f"layer description not understood by the fast path ({type(exc).__name__}: {exc})") from exc
+        except _NotFast as exc:
+            rollback()
+            reason = str(exc) or layer.kind
+            if layer.kind in _ELEMENTWISE:
+                try:
+                    self._b_lut(layer)
+                    self.report[layer.name] = {"layer": layer.name, "kind": layer.kind, "path": "fast",
+                                               "how": self._how, "why_not_chain": reason}
+                    return
+                except _NotFast as exc2:
+                    rollback()
+                    reason = f"{reason}; lookup table: {exc2}"
             self._b_reference(layer)
+            self.report[layer.name] = {"layer": layer.name, "kind": layer.kind, "path": "reference", "reason": reason}
+            return
+        self.report[layer.name] = {"layer": layer.name, "kind": layer.kind, "path": "fast", "how": self._how}
 
     def _b_reference(self, layer: Layer) -> None:
         if layer.type.width > 52:
@@ -370,6 +485,7 @@ class _FastPlan:
         slot = self.layer_slot[layer.inputs[0]]
         self.pinned.add(slot)
         self.layer_slot[layer.name] = slot
+        self._how = "alias of its input (no copy)"
 
     def _b_quantizer(self, layer: Layer) -> None:
         src = layer.inputs[0]
@@ -420,7 +536,7 @@ class _FastPlan:
         at = T["accum"]
         fp = in_t.frac + T["weight"].frac
         if at.frac < fp:
-            raise _NotFast("accumulator narrower than the products (per-product rounding)")
+            raise _NeedPerProduct("accumulator narrower than the products (per-product rounding)")
         w2 = np.asarray(w, dtype=object) * (1 << (at.frac - fp))
         bias_acc = np.asarray(requantize(np.asarray(b).reshape(-1), T["bias"].frac, at), dtype=object)
         n_in, n_out = w2.shape
@@ -452,7 +568,7 @@ class _FastPlan:
         # every partial sum (bias first, then any order) lies in [tot_lo, tot_hi]
         if any(int(lv) < at.raw_min or int(hv) > at.raw_max for lv, hv in zip(tot_lo, tot_hi)):
             if at.overflow != "WRAP" or at.sat_bits:
-                raise _NotFast("saturating accumulator may saturate")
+                raise _NeedPerProduct("saturating accumulator may saturate")
             st.cast(at.frac, at)
         st.cast(at.frac, layer.type)
         if not st.exact:
@@ -462,7 +578,12 @@ class _FastPlan:
     def _b_dense(self, layer: Layer) -> None:
         src = layer.inputs[0]
         s_in = self.slots[self.layer_slot[src]]
-        w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, layer.arrays["weight"], layer.arrays["bias"], s_in.lo, s_in.hi)
+        try:
+            w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, layer.arrays["weight"], layer.arrays["bias"], s_in.lo, s_in.hi)
+        except _NeedPerProduct:
+            self._b_pp(layer, src, np.asarray(layer.arrays["weight"]), s_in.lo, s_in.hi, None)
+            return
+        self._how = "matrix product (BLAS / sparse gather) + fused stage chain"
         nnz = sum(1 for v in w2.reshape(-1) if int(v) != 0)
         per_col = max((sum(1 for v in w2[:, j] if int(v) != 0) for j in range(w2.shape[1])), default=0)
         sparse = w2.size >= 256 and nnz <= 0.15 * w2.size and per_col <= 8
@@ -482,7 +603,13 @@ class _FastPlan:
         hi = np.append(s_in.hi, 0)[idx]
         col_lo = np.array([min(int(v) for v in lo[:, k]) for k in range(K)], dtype=object)
         col_hi = np.array([max(int(v) for v in hi[:, k]) for k in range(K)], dtype=object)
-        w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, ref.w2, layer.arrays["bias"], col_lo, col_hi)
+        try:
+            w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, ref.w2, layer.arrays["bias"], col_lo, col_hi)
+        except _NeedPerProduct:
+            s_in.pad = True
+            self._b_pp(layer, src, np.asarray(ref.w2), col_lo, col_hi, idx)
+            return
+        self._how = "im2col + matrix product (BLAS) + fused stage chain"
         cols = self._new_slot(P_ * K, np.tile(col_lo, P_), np.tile(col_hi, P_))
         acc = self._new_slot(P_ * w2.shape[1], np.tile(st.lo, P_), np.tile(st.hi, P_))
         s_in.pad = True
@@ -499,8 +626,8 @@ class _FastPlan:
     def _b_merge(self, layer: Layer) -> None:
         p = layer.params
         op_name = p["op"]
-        if op_name not in ("add", "subtract", "multiply", "average"):
-            raise _NotFast(op_name)
+        if op_name not in ("add", "subtract", "multiply", "average", "maximum", "minimum"):
+            raise _NotFast(f"merge op {op_name!r}")
         n1, n2 = int(p["n_elem1"]), int(p["n_elem2"])
         ne = max(n1, n2)
         i1 = None if n1 == ne else np.arange(ne) % n1
@@ -520,6 +647,10 @@ class _FastPlan:
             ma, mb = 1 << (f - ta.frac), 1 << (f - tb.frac)
             if op_name == "subtract":
                 lo, hi = alo * ma - bhi * mb, ahi * ma - blo * mb
+            elif op_name in ("maximum", "minimum"):
+                pick = max if op_name == "maximum" else min
+                lo = np.array([pick(int(u), int(v)) for u, v in zip(alo * ma, blo * mb)], dtype=object)
+                hi = np.array([pick(int(u), int(v)) for u, v in zip(ahi * ma, bhi * mb)], dtype=object)
             else:
                 lo, hi = alo * ma + blo * mb, ahi * ma + bhi * mb
             if op_name == "average":
@@ -536,6 +667,306 @@ class _FastPlan:
                       "add" if op_name == "average" else op_name, float(ma), float(mb), i1, i2, st)
         self.ops.append(op)
         self._set_output(layer, op, st.lo, st.hi)
+
+    def _b_pp(self, layer: Layer, src: str, w: np.ndarray, lo, hi, idx: np.ndarray | None) -> None:
+        """Dense / conv with per-product casts to accum_t (narrow accumulators) or a saturating
+        accumulator: one numba pass in hls4ml's order (products cast, summed in input order)."""
+        T = layer.types
+        at, in_t = T["accum"], self.fm.layer(src).type
+        d = in_t.frac + T["weight"].frac - at.frac
+        w = np.asarray(w, dtype=object)
+        K, F = w.shape
+        plo = np.empty((K, F), dtype=object)
+        phi = np.empty((K, F), dtype=object)
+        for i in range(K):
+            for j in range(F):
+                a, c = int(lo[i]) * int(w[i, j]), int(hi[i]) * int(w[i, j])
+                plo[i, j], phi[i, j] = min(a, c), max(a, c)
+        bias = np.asarray(requantize(np.asarray(layer.arrays["bias"]).reshape(-1), T["bias"].frac, at), dtype=object)
+        mu, rm, pq, aq, acc_lo, acc_hi, f32 = _pp_analysis(at, d, plo, phi, bias)
+        st = _Stages(acc_lo, acc_hi)
+        if at.overflow == "WRAP":
+            st.cast(at.frac, at)  # the deferred wrap of the sum (WRAP sums are exact modulo 2**W)
+        st.cast(at.frac, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        P = 1 if idx is None else idx.shape[0]
+        src_slot = self.layer_slot[src]
+        cols = None
+        if idx is not None:
+            cols = self._new_slot(P * K, np.tile(lo, P), np.tile(hi, P))
+        acc = self._new_slot(P * F, np.tile(acc_lo, P), np.tile(acc_hi, P))
+        self.slots[acc].f64_needed = not f32
+        op = _PPDenseOp(src_slot, cols, acc, idx, w, bias, P, mu, rm, pq, aq, st)
+        self.ops.append(op)
+        self._set_output(layer, op, np.tile(st.lo, P), np.tile(st.hi, P))
+        self._how = f"per-product cast to {at.to_hls()} (numba, hls4ml order) + fused stage chain"
+
+    def _b_dot(self, layer: Layer) -> None:
+        at = layer.types["accum"]
+        sa, sb = (self.slots[self.layer_slot[n]] for n in layer.inputs)
+        ta, tb = (self.fm.layer(n).type for n in layer.inputs)
+        if sa.size != sb.size:
+            raise _NotFast("dot inputs of different sizes")
+        K = sa.size
+        plo = np.empty((K, 1), dtype=object)
+        phi = np.empty((K, 1), dtype=object)
+        for i in range(K):
+            c = [int(sa.lo[i]) * int(sb.lo[i]), int(sa.lo[i]) * int(sb.hi[i]), int(sa.hi[i]) * int(sb.lo[i]), int(sa.hi[i]) * int(sb.hi[i])]
+            plo[i, 0], phi[i, 0] = min(c), max(c)
+        d = ta.frac + tb.frac - at.frac
+        mu, rm, pq, aq, acc_lo, acc_hi, _ = _pp_analysis(at, d, plo, phi, np.zeros(1, dtype=object))
+        st = _Stages(acc_lo, acc_hi)
+        if at.overflow == "WRAP":
+            st.cast(at.frac, at)
+        st.cast(at.frac, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        acc = self._new_slot(1, acc_lo, acc_hi)
+        self.slots[acc].f64_needed = True
+        op = _DotOp(self.layer_slot[layer.inputs[0]], self.layer_slot[layer.inputs[1]], acc, mu, rm, pq, aq, st)
+        self.ops.append(op)
+        self._set_output(layer, op, st.lo, st.hi)
+        self._how = f"products cast to {at.to_hls()} and summed in order (numba) + fused stage chain"
+
+    def _b_lut(self, layer: Layer) -> None:
+        """An element-wise layer as a per-element lookup table over every input code it can see
+        (the proven interval), filled by the reference executor itself: exact by construction."""
+        if len(layer.inputs) != 1:
+            raise _NotFast("not single-input")
+        s_in = self.slots[self.layer_slot[layer.inputs[0]]]
+        if s_in.size != layer.size:
+            raise _NotFast("not element-wise")
+        lo = np.array([int(v) for v in s_in.lo], dtype=np.int64)
+        span = np.array([int(h) - int(l) + 1 for l, h in zip(s_in.lo, s_in.hi)], dtype=np.int64)
+        if int(span.sum()) > _LUT_MAX_ENTRIES:
+            raise _NotFast(f"{int(span.sum())} input codes (> {_LUT_MAX_ENTRIES})")
+        R = int(span.max()) if len(span) else 1
+        k = np.arange(R, dtype=np.int64)[:, None]
+        codes = lo[None, :] + np.minimum(k, span[None, :] - 1)
+        y = np.asarray(self.ref_by_name[layer.name].ref([codes], None))
+        if y.dtype == object or y.shape != codes.shape:
+            raise _NotFast("values exceed int64")
+        out_lo = np.array([int(y[: span[c], c].min()) for c in range(layer.size)], dtype=object)
+        out_hi = np.array([int(y[: span[c], c].max()) for c in range(layer.size)], dtype=object)
+        if _absmax(out_lo, out_hi) >= _EXACT:
+            raise _NotFast("values exceed 2**52")
+        op = _LutOp(self.layer_slot[layer.inputs[0]], lo.astype(np.float64), np.ascontiguousarray(y.T.astype(np.float64)))
+        self.ops.append(op)
+        self._set_output(layer, op, out_lo, out_hi)
+        self._how = f"lookup table over the {int(span.sum())} reachable input codes (filled by the reference executor)"
+
+    def _b_pool(self, layer: Layer) -> None:
+        ref = self.ref_by_name[layer.name].ref
+        src = layer.inputs[0]
+        s_in = self.slots[self.layer_slot[src]]
+        dt, at = self.fm.layer(src).type, layer.types["accum"]
+        F = ref.pool_F
+        O, Kw = ref.pool_idx.shape
+        rows = np.full((O * F, Kw), -1, dtype=np.int64)
+        lens = np.zeros(O * F, dtype=np.int64)
+        for o in range(O):
+            for f in range(F):
+                rows[o * F + f] = np.where(ref.pool_idx[o] >= 0, ref.pool_idx[o] * F + f, -1)
+                lens[o * F + f] = ref.pool_len[o]
+        if max(dt.width, at.width) > 50:
+            raise _NotFast("types wider than 50 bits")
+        op_name = layer.params["op"]
+        if op_name == "max":
+            pad = dt.raw_min if dt.signed else (1 << (dt.width - 1))
+            lo = np.empty(O * F, dtype=object)
+            hi = np.empty(O * F, dtype=object)
+            for o in range(O * F):
+                lo[o] = max(int(s_in.lo[i]) if i >= 0 else pad for i in rows[o])
+                hi[o] = max(int(s_in.hi[i]) if i >= 0 else pad for i in rows[o])
+            st = _Stages(lo, hi)
+            st.cast(dt.frac, at)
+            code, ma, mb, mu, rm, aq = 0, 1.0, 1.0, 1.0, Q_TRN, _NO_OVF
+        else:
+            f = max(at.frac, dt.frac)
+            if abs(f - min(at.frac, dt.frac)) > 40:
+                raise _NotFast("extreme grid shift")
+            ma, mb = math.ldexp(1.0, f - at.frac), math.ldexp(1.0, f - dt.frac)
+            if (max(abs(at.raw_min), at.raw_max) << (f - at.frac)) + (max(abs(dt.raw_min), dt.raw_max) << (f - dt.frac)) >= _EXACT:
+                raise _NotFast("sums exceed 2**52")
+            tlo = at.sat_min if at.overflow != "WRAP" else at.raw_min
+            lo = np.full(O * F, min(tlo, 0), dtype=object)
+            hi = np.full(O * F, at.raw_max, dtype=object)
+            code, mu, rm, aq = 1, 1.0 / ma, ROUNDING_CODE[at.rounding], _ovf_params(at)
+            if dt.frac <= at.frac:  # every step exact on the accumulator grid: can a partial sum overflow?
+                k = at.frac - dt.frac
+                neg = [sum(min(int(s_in.lo[i]), 0) << k for i in rows[o] if i >= 0) for o in range(O * F)]
+                pos = [sum(max(int(s_in.hi[i]), 0) << k for i in rows[o] if i >= 0) for o in range(O * F)]
+                if min(neg, default=0) >= tlo and max(pos, default=0) <= at.raw_max:
+                    aq = _NO_OVF
+                    lo = np.array([min(v, 0) for v in neg], dtype=object)  # C division keeps |q| <= |sum|
+                    hi = np.array([max(v, 0) for v in pos], dtype=object)
+            st = _Stages(lo, hi)
+            pad = 0
+        st.cast(at.frac, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        acc = self._new_slot(O * F, lo, hi)
+        self.slots[acc].f64_needed = True
+        op = _PoolOp(self.layer_slot[src], acc, rows, code, float(pad), ma, mb, mu, rm, aq, lens, st)
+        self.ops.append(op)
+        self._set_output(layer, op, st.lo, st.hi)
+        self._how = f"{op_name} pooling (numba) + fused stage chain"
+
+    _b_pooling1d = _b_pool
+    _b_pooling2d = _b_pool
+    _b_global_pooling1d = _b_pool
+    _b_global_pooling2d = _b_pool
+
+    def _b_scale_input(self, layer: Layer) -> None:
+        """``work_t d = x - offset; d = d >> shift; res = (result_t)d`` as fused stages: the shift is a
+        cast of the raw bits to a grid ``shift`` bits coarser (floor; a negative shift wraps within
+        work_t's width), whose raw is then read back on work_t's grid."""
+        src = layer.inputs[0]
+        t_in = self.fm.layer(src).type
+        wt, ot = layer.types["work"], layer.types["offset"]
+        n = layer.size
+        off = np.broadcast_to(np.asarray(layer.arrays["offset"], dtype=object).reshape(-1), (n,))
+        sh = np.broadcast_to(np.asarray(layer.arrays["shift"], dtype=object).reshape(-1), (n,))
+        if wt.width > 50 or (wt.overflow == "WRAP" and wt.sat_bits):
+            raise _NotFast(f"work type {wt.to_hls()} outside the exact float64 range")
+        owner, st, vals = self._chain_from(src, [(int(a), int(b)) for a, b in zip(off, sh)])
+        off = np.array([v[0] for v in vals], dtype=object)
+        sh = [v[1] for v in vals]
+        f = max(t_in.frac, ot.frac)
+        st.mul(1 << (f - t_in.frac))
+        st.add(-off * (1 << (f - ot.frac)))
+        st.cast(f, wt)
+        W = wt.width
+        st.cast(wt.frac, [FixedType(W, W - (wt.frac - k), wt.signed, "TRN", "WRAP") for k in sh])
+        st.cast(wt.frac, layer.type)  # the shifted raw bits are read on work_t's grid
+        self._emit_chain(layer, src, owner, st)
+        self._how = "offset, cast, shift and cast as fused stages"
+
+    def _b_table_activation(self, layer: Layer) -> None:
+        """sigmoid / tanh / softplus / softsign tables: the index computed in exact float64
+        arithmetic, the table cast to result_t once."""
+        p = layer.params
+        src = layer.inputs[0]
+        dt = self.fm.layer(src).type
+        s_in = self.slots[self.layer_slot[src]]
+        n, div, off = int(p["table_size"]), int(p["range_div"]), int(p["offset"])
+        a, den = n, abs(div)
+        if dt.frac >= 0:
+            den = den << dt.frac
+        else:
+            a = a << -dt.frac
+        if s_in.absmax() * a >= _EXACT or den >= _EXACT or div == 0:
+            raise _NotFast("table index arithmetic exceeds 2**52")
+        T = requantize(np.asarray(layer.arrays["table"], dtype=np.int64).reshape(-1), layer.types["table"].frac, layer.type)
+        if len(T) < n:
+            raise _NotFast("table shorter than table_size")
+        T = np.asarray(T[:n], dtype=np.float64)
+        op = _TableActOp(self.layer_slot[src], float(a), float(den), div < 0, off, T)
+        self.ops.append(op)
+        self._set_output(layer, op, np.full(layer.size, int(T.min()), dtype=object), np.full(layer.size, int(T.max()), dtype=object))
+        self._how = f"{p['fn']} table ({n} entries, cast to {layer.type.to_hls()} once; numba)"
+
+    def _b_softmax(self, layer: Layer) -> None:
+        """hls4ml softmax (latency / stable / argmax) per slice in one numba pass; the tables are cast
+        to accum_t once when the plan is built."""
+        p, T, A = layer.params, layer.types, layer.arrays
+        impl = p["implementation"]
+        if impl not in ("latency", "stable", "argmax"):
+            raise _NotFast(f"softmax implementation {impl!r}")
+        src = layer.inputs[0]
+        dt, ot = self.fm.layer(src).type, layer.type
+        S, inner, outer = int(p["n_slice"]), int(p["n_inner"]), int(p["n_outer"])
+        rows = np.array([[(o * S + k) * inner + i for k in range(S)] for o in range(outer) for i in range(inner)],
+                        dtype=np.int64).reshape(outer * inner, S)
+        one = float(requantize(np.array([1], dtype=np.int64), 0, ot)[0])
+        qo = np.append(_ovf_params(ot), one)
+        z = np.zeros(2)
+        if impl == "argmax":
+            args = (2, _NO_OVF, _NO_OVF, qo, z, z, z, np.zeros(3, np.int64), 0, 0, np.zeros(1), np.zeros(1),
+                    np.zeros((0, 3), np.int64), _NO_OVF)
+        else:
+            et, it, at, iit = T["exp_table"], T["inv_table"], T["accum"], T["inv_inp"]
+            eb, ib = int(p["exp_bits"]), int(p["inv_bits"])
+            nt = T["inp_norm"] if impl == "stable" else dt
+            if max(at.width, iit.width, nt.width, ot.width, dt.width) > 50 or at.width + it.width > 51:
+                raise _NotFast("softmax types too wide for exact float64 arithmetic")
+            if nt.width < eb or iit.width < ib or 2 * abs(at.frac + it.frac - ot.frac) > 100:
+                raise _NotFast("softmax index bits wider than the indexed type")
+            exp_acc = requantize(np.asarray(A["exp_table"], dtype=np.int64), et.frac, at).astype(np.float64)
+            inv_tab = np.asarray(A["inv_table"], dtype=np.float64)
+            if len(exp_acc) < (1 << eb) or len(inv_tab) < (1 << ib):
+                raise _NotFast("softmax tables smaller than their index range")
+
+            def cast_p(src_frac: int, t: FixedType) -> np.ndarray:
+                d = src_frac - t.frac
+                return np.array([math.ldexp(1.0, -d), float(ROUNDING_CODE[t.rounding] if d > 0 else Q_TRN)])
+
+            prog: list[tuple[int, int, int]] = []
+            nxt = [S]
+
+            def tree(ids: list[int]) -> int:
+                if len(ids) == 1:
+                    return ids[0]
+                left = 2 ** _floorlog2(len(ids) - 1) if len(ids) > 2 else 1
+                a, b = tree(ids[:left]), tree(ids[left:])
+                d = nxt[0]
+                nxt[0] += 1
+                prog.append((d, a, b))
+                return d
+
+            tree(list(range(S)))
+            args = (0 if impl == "latency" else 1, _ovf_params(nt), _ovf_params(iit), qo,
+                    cast_p(dt.frac, nt), cast_p(at.frac, iit), cast_p(at.frac + it.frac, ot),
+                    np.array([dt.width, nt.width, iit.width], dtype=np.int64), eb, ib, exp_acc, inv_tab,
+                    np.array(prog, dtype=np.int64).reshape(-1, 3), _ovf_params(at))
+        op = _SoftmaxOp(self.layer_slot[src], rows, args)
+        self.ops.append(op)
+        lo, hi = _iv_type(ot, layer.size)
+        self._set_output(layer, op, lo, hi)
+        self._how = f"{impl} softmax per slice (numba, tables cast once)"
+
+    def _b_transpose(self, layer: Layer) -> None:
+        src = layer.inputs[0]
+        in_l = self.fm.layer(src)
+        perm = np.arange(in_l.size).reshape(in_l.shape).transpose(list(layer.params["perm"])).reshape(-1)
+        s_in = self.slots[self.layer_slot[src]]
+        st = _Stages(s_in.lo[perm], s_in.hi[perm])
+        st.cast(in_l.type.frac, layer.type)
+        if not st.exact:
+            raise _NotFast("inexact")
+        op = _ChainOp(self.layer_slot[src], st, rows=perm)
+        self.ops.append(op)
+        self._set_output(layer, op, st.lo, st.hi)
+        self._how = "permutation + cast (one fused pass)"
+
+    def _b_concatenate(self, layer: Layer) -> None:
+        axis = int(layer.params["axis"])
+        parts, runs, lo, hi = [], [], [], []
+        off = 0
+        for n in layer.inputs:
+            il = self.fm.layer(n)
+            s_in = self.slots[self.layer_slot[n]]
+            st = _Stages(s_in.lo, s_in.hi)
+            st.cast(il.type.frac, layer.type)
+            if not st.exact:
+                raise _NotFast("inexact")
+            runs.append((self.layer_slot[n], off, st))
+            parts.append(np.arange(off, off + il.size).reshape(il.shape))
+            lo.append(st.lo)
+            hi.append(st.hi)
+            off += il.size
+        perm = np.concatenate(parts, axis=axis).reshape(-1)
+        lo_all, hi_all = np.concatenate(lo), np.concatenate(hi)
+        ident = bool(np.array_equal(perm, np.arange(off)))
+        tmp = None if ident else self._new_slot(off, lo_all, hi_all)
+        op = _ConcatOp(runs, tmp, None if ident else perm)
+        self.ops.append(op)
+        self._set_output(layer, op, lo_all[perm], hi_all[perm])
+        if tmp is not None:
+            self.slots[tmp].f64_needed = True
+            self.slots[op.out_slot].f64_needed = True
+        self._how = "casts (fused passes)" + ("" if ident else " + row gather")
 
     # -- execution -----------------------------------------------------------------------------------
     def _workspace(self, n: int) -> list[np.ndarray]:
@@ -673,11 +1104,115 @@ class _InputOp(_Op):
 class _ChainOp(_Op):
     fusable = True
 
-    def __init__(self, src: int, st: _Stages) -> None:
-        self.src, self.chain = src, st
+    def __init__(self, src: int, st: _Stages, rows: np.ndarray | None = None) -> None:
+        self.src, self.chain, self.rows = src, st, rows
+
+    def finalize(self, plan: _FastPlan) -> None:
+        self.stages = self.chain.finish()
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, rows1=self.rows)
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
         self.runner(views[self.src], views[self.out_slot])
+
+
+class _PPDenseOp(_Op):
+    """Dense / conv with per-product casts: (im2col gather,) the numba pp kernel, the chain."""
+
+    fusable = True
+
+    def __init__(self, src, cols, acc, idx, w, bias, P, mu, rm, pq, aq, st) -> None:
+        self.src, self.cols, self.acc, self.idx, self.chain = src, cols, acc, idx, st
+        self.w = np.array([[float(int(v)) for v in row] for row in w], dtype=np.float64).reshape(w.shape)
+        self.bias = np.array([float(int(v)) for v in bias], dtype=np.float64)
+        self.P, self.mu, self.rm, self.pq, self.aq = P, float(mu), int(rm), pq, aq
+
+    def finalize(self, plan) -> None:
+        super().finalize(plan)
+        self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, tile=self.P)
+        if self.idx is not None:
+            self.flat_idx = np.where(self.idx < 0, plan.slots[self.src].size, self.idx).reshape(-1)
+        dt = plan.slots[self.acc].dtype  # float32 only when the plan proved every value < 2**24
+        K_, F = self.w.shape
+        F4 = -(-F // 4) * 4  # the kernel updates four outputs at a time: zero columns pad the rest
+        self.ws = np.zeros((K_, F4), dtype=dt)
+        self.ws[:, :F] = self.w * self.mu  # exact: a power-of-two scaling
+        self.bias_d = np.zeros(F4, dtype=dt)
+        self.bias_d[:F] = self.bias
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        x = views[self.src]
+        if self.idx is not None:
+            x = views[self.cols]
+            np.take(bufs[self.src], self.flat_idx, axis=0, out=x)
+        acc = views[self.acc]
+        K["pp_dense"](x, self.ws, self.bias_d, self.P, self.w.shape[0], self.rm, self.pq, self.aq, acc)
+        self.runner(acc, views[self.out_slot])
+
+
+class _DotOp(_Op):
+    fusable = True
+
+    def __init__(self, a, b, acc, mu, rm, pq, aq, st) -> None:
+        self.a, self.b, self.acc, self.mu, self.rm, self.pq, self.aq, self.chain = a, b, acc, float(mu), int(rm), pq, aq, st
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        acc = views[self.acc]
+        K["pp_dot"](views[self.a], views[self.b], self.mu, self.rm, self.pq, self.aq, acc)
+        self.runner(acc, views[self.out_slot])
+
+
+class _LutOp(_Op):
+    def __init__(self, src, base, T) -> None:
+        self.src, self.base, self.T = src, base, T
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        K["lut"](views[self.src], self.base, self.T, views[self.out_slot])
+
+
+class _PoolOp(_Op):
+    fusable = True
+
+    def __init__(self, src, acc, rows, code, pad, ma, mb, mu, rm, aq, lens, st) -> None:
+        self.src, self.acc, self.rows, self.code, self.pad = src, acc, rows, code, pad
+        self.ma, self.mb, self.mu, self.rm, self.aq, self.lens, self.chain = ma, mb, mu, int(rm), aq, lens, st
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        acc = views[self.acc]
+        K["pool"](views[self.src], self.rows, self.code, self.pad, self.ma, self.mb, self.mu, self.rm, self.aq, self.lens, acc)
+        self.runner(acc, views[self.out_slot])
+
+
+class _TableActOp(_Op):
+    def __init__(self, src, a, den, neg, off, T) -> None:
+        self.src, self.a, self.den, self.neg, self.off, self.T = src, a, den, neg, off, T
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        K["table_act"](views[self.src], self.a, self.den, self.neg, self.off, self.T, views[self.out_slot])
+
+
+class _SoftmaxOp(_Op):
+    def __init__(self, src, rows, args) -> None:
+        self.src, self.rows, self.args = src, rows, args
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        K["softmax"](views[self.src], self.rows, *self.args, views[self.out_slot])
+
+
+class _ConcatOp(_Op):
+    def __init__(self, runs, tmp, perm) -> None:
+        self.runs, self.tmp, self.perm = runs, tmp, perm
+
+    def finalize(self, plan) -> None:
+        self.stages = []
+        self.runners = [(src, off, _Runner(st.finish(), plan.slots[src].size)) for src, off, st in self.runs]
+        self.sizes = [plan.slots[src].size for src, _, _ in self.runs]
+
+    def run(self, bufs, views, inputs, ffi, K) -> None:
+        dst = views[self.out_slot] if self.tmp is None else views[self.tmp]
+        for (src, off, runner), n in zip(self.runners, self.sizes):
+            runner(views[src], dst[off : off + n])
+        if self.tmp is not None:
+            np.take(dst, self.perm, axis=0, out=views[self.out_slot])
 
 
 class _DenseOp(_Op):
