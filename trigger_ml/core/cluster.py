@@ -61,6 +61,7 @@ def dask_client(
             raise
     else:
         address = str(scheduler).strip()
+        _probe(address, min(timeout_s, 3.0))
         try:
             client = Client(address, timeout=timeout_s)
         except ValueError as exc:  # e.g. an unknown address scheme
@@ -78,6 +79,31 @@ def dask_client(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _probe(address: str, timeout_s: float) -> None:
+    """A plain TCP connect to a ``tcp://host:port`` address before Dask's client retries for its
+    whole timeout: nothing listening (refused, unknown host, no route) fails at once, in one line."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if not address.startswith("tcp://"):
+        return  # other schemes (tls://, inproc://, ...) are left to Dask
+    try:
+        u = urlsplit(address)
+        host, port = u.hostname, u.port
+    except ValueError:
+        host = port = None
+    if not host or port is None:
+        raise TriggerMLError(f"{address!r} is not a Dask scheduler address (expected tcp://host:port): give tcp://host:8786 "
+                             f"of a running `dask scheduler`, or 'local' (or drop --scheduler) to run on this machine")
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise TriggerMLError(
+            f"cannot reach the Dask scheduler at {address} ({_first_line(exc)}): start `dask scheduler` there "
+            f"(and `dask worker {address}` on the worker machines) or drop --scheduler") from None
 
 
 def _first_line(exc: BaseException) -> str:

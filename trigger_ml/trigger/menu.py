@@ -21,6 +21,7 @@ from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.metrics import BX_RATE_HZ, clopper_pearson
 from trigger_ml.core.threshold import Threshold, calibrate_threshold, fires  # noqa: F401  (the one threshold home)
 from trigger_ml.data.adc2021 import OBJECT_SLICES
+from trigger_ml.trigger.histograms import HistogramAccumulator, ScoreHistogram, calibrate_threshold_hist
 
 #: default menu of working points, by target rate (named like the CMS anomaly-trigger menus)
 DEFAULT_MENU_KHZ: dict[str, float] = {"VLoose": 20.0, "Loose": 10.0, "Nominal": 5.0, "Tight": 2.0, "VTight": 1.0}
@@ -51,11 +52,14 @@ class Seed:
             raise ConfigError(f"seed {self.name}: object must be egamma, muon or jet (got {self.object!r})")
         o = events[:, OBJECT_SLICES[self.object]]
         pt = o[:, :, 0] * (np.abs(o[:, :, 1]) < self.eta_max if self.eta_max else 1)
-        pt = -np.sort(-pt, axis=1)
         need = self.pt_min if self.kind == "double" else self.pt_min[:1]
         if self.kind not in ("single", "double"):
             raise ConfigError(f"seed {self.name}: kind must be single, double, ht or met (got {self.kind!r})")
-        return np.all([pt[:, i] >= p for i, p in enumerate(need)], axis=0)
+        # the (i+1)-th hardest object passes need[i]  <=>  at least i+1 objects reach need[i] (no sort needed)
+        ok = np.count_nonzero(pt >= need[0], axis=1) >= 1
+        for i, p in enumerate(need[1:], start=1):
+            ok &= np.count_nonzero(pt >= p, axis=1) >= i + 1
+        return ok
 
 
 #: classic seeds (thresholds in GeV), the reference for pure rate / unique efficiency
@@ -98,13 +102,16 @@ class SampleScores:
 
 
 def menu_table(
-    background: SampleScores, signals: Sequence[SampleScores], score: FixedType | float,
+    background: SampleScores | ScoreHistogram, signals: Sequence[SampleScores | ScoreHistogram], score: FixedType | float,
     menu_khz: dict[str, float] | None = None,
     bx_rate_hz: float = BX_RATE_HZ,
 ) -> dict[str, Any]:
     """Per working point: threshold, rate ± CP, pure rate vs the reference menu, signal efficiencies.
 
-    ``score`` is the score's fixed-point type (thresholds are range-checked on it) or its LSB.
+    Samples are per-event :class:`SampleScores` or exact score histograms
+    (:class:`~trigger_ml.trigger.histograms.ScoreHistogram`, what ``emulate`` streams into); the
+    figures are computed from the histogram's integer counts either way, so both give the same
+    table. ``score`` is the score's fixed-point type (thresholds are range-checked on it) or its LSB.
 
     * rate: background fraction above threshold × bunch-crossing rate;
     * pure rate: the part of that rate no reference seed already accepts;
@@ -112,37 +119,43 @@ def menu_table(
     * unique efficiency: signal fraction above threshold that no reference seed accepts.
     """
     menu = menu_khz or DEFAULT_MENU_KHZ
-    n_b = len(background.score_raw)
-    for smp in (background, *signals):  # rates and efficiencies are fractions of these events
-        if not len(smp.score_raw):
+    hb = as_histogram(background)
+    hs = [as_histogram(s) for s in signals]
+    n_b = hb.n_events
+    for smp in (hb, *hs):  # rates and efficiencies are fractions of these events
+        if not smp.n_events:
             where = ", ".join(map(str, smp.files)) or smp.name
             raise DataFormatError(f"{where}: no {smp.name} events to score; give {smp.name} files with events")
-    ref_any_b = background.ref_bits.any(1)
     rows: dict[str, Any] = {}
-    ref_rate = ref_any_b.sum() / n_b * bx_rate_hz / 1e3
+    ref_rate = hb.n_reference / n_b * bx_rate_hz / 1e3
     for wp, khz in menu.items():
         try:
-            thr = calibrate_threshold(background.score_raw, score, khz, bx_rate_hz)
+            thr = calibrate_threshold_hist(hb, score, khz, bx_rate_hz)
         except ConfigError as err:  # e.g. too few background events for this rate: say so, keep the others
             rows[wp] = {"threshold": None, "target_rate_khz": khz, "error": str(err), "signals": {}}
             continue
-        bit_b = fires(background.score_raw, thr)
-        pure = int((bit_b & ~ref_any_b).sum())
+        pure = hb.n_above_unique(thr)
         plo, phi = clopper_pearson(pure, n_b)
         row: dict[str, Any] = {"threshold": thr.to_json(), "pure_rate_khz": pure / n_b * bx_rate_hz / 1e3,
                                "pure_rate_interval_khz_68": [plo * bx_rate_hz / 1e3, phi * bx_rate_hz / 1e3],
                                "signals": {}}
-        for s in signals:
-            bit = fires(s.score_raw, thr)
-            n = len(bit)
-            k, ku = int(bit.sum()), int((bit & ~s.ref_bits.any(1)).sum())
+        for s in hs:
+            n = s.n_events
+            k, ku = s.n_above(thr), s.n_above_unique(thr)
             row["signals"][s.name] = {
                 "efficiency": k / n, "efficiency_interval_68": list(clopper_pearson(k, n)),
                 "unique_efficiency": ku / n, "unique_efficiency_interval_68": list(clopper_pearson(ku, n)),
-                "reference_efficiency": float(s.ref_bits.any(1).mean()), "n_events": n,
+                "reference_efficiency": s.n_reference / n, "n_events": n,
             }
         rows[wp] = row
     return {"bx_rate_hz": bx_rate_hz, "n_background": n_b, "reference_menu_rate_khz": ref_rate, "working_points": rows}
+
+
+def as_histogram(sample: SampleScores | ScoreHistogram) -> ScoreHistogram:
+    """The exact score histogram of a sample (per-event scores are counted; a histogram is returned as is)."""
+    if isinstance(sample, ScoreHistogram):
+        return sample
+    return ScoreHistogram.from_scores(sample.name, sample.score_raw, sample.ref_bits, files=sample.files)
 
 
 def wp_bits(score_raw: np.ndarray, thresholds: dict[str, Threshold]) -> np.ndarray:
@@ -210,6 +223,57 @@ def score_files(
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
+def _hist_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed], name: str) -> ScoreHistogram:
+    s, bits = _score_chunk(path, start, stop, score_fn, seeds)
+    return ScoreHistogram.from_scores(name, s, bits)
+
+
+def histogram_samples(
+    samples: dict[str, Sequence], score_fn: ScoreFn, seeds: Sequence[Seed] = DEFAULT_SEEDS, *,
+    chunk_size: int = 262_144, scheduler: str | None = None,
+    progress: Callable[[str, int, int], None] | None = None, files: dict[str, Sequence[str]] | None = None,
+) -> dict[str, ScoreHistogram]:
+    """Exact score histograms (:class:`ScoreHistogram`) of several samples, streaming chunk by chunk.
+
+    ``samples`` maps a sample name to its sources (files or (file, start, stop)). Each chunk is read,
+    scored and reduced to its histogram where it runs (this process, or a Dask worker when
+    ``scheduler`` is ``"local"`` or an address: one client for all samples, the scorer sent once per
+    worker); only histograms come back, merged as they arrive, so the memory here does not grow
+    with the number of events and the result does not depend on the order. ``progress(name, done,
+    total)`` is called after every chunk; ``files`` (name → file names) is recorded in the histograms.
+    """
+    tasks = [(name, f, a, b) for name, srcs in samples.items() for f, a, b in chunk_tasks(srcs, chunk_size)]
+    totals = {name: 0 for name in samples}
+    for name, _, a, b in tasks:
+        totals[name] += b - a
+    acc = {name: HistogramAccumulator(name, len(seeds), (files or {}).get(name, ())) for name in samples}
+    done = {name: 0 for name in samples}
+
+    def took(name: str, h: ScoreHistogram, n: int) -> None:
+        acc[name].add(h)
+        done[name] += n
+        if progress:
+            progress(name, done[name], totals[name])
+
+    if scheduler is None:
+        for name, f, a, b in tasks:
+            took(name, _hist_chunk(f, a, b, score_fn, seeds, name), b - a)
+    elif tasks:
+        from dask.distributed import as_completed
+
+        from trigger_ml.core.cluster import dask_client
+
+        with dask_client(scheduler, n_workers=2, threads_per_worker=1) as client:
+            fn = client.scatter(score_fn, broadcast=True, hash=False)  # loaded once per worker, not per chunk
+            futs = [client.submit(_hist_chunk, f, a, b, fn, seeds, name, pure=False) for name, f, a, b in tasks]
+            index = {fu.key: i for i, fu in enumerate(futs)}
+            for fut in as_completed(futs):
+                name, _, a, b = tasks[index[fut.key]]
+                took(name, fut.result(), b - a)
+                fut.release()
+    return {name: a.result() for name, a in acc.items()}
+
+
 def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
     from dask.distributed import as_completed
 
@@ -234,10 +298,13 @@ CATALOG_STAGE = "emulate.catalog"
 
 
 def write_catalog(
-    path: str | Path, files: Sequence[str | Path], score_raw: np.ndarray, lsb: float, thresholds: dict[str, Threshold],
-    chunk_size: int = 262_144, force: bool = False,
+    path: str | Path, files: Sequence[str | Path], score_raw: np.ndarray | ScoreFn, lsb: float,
+    thresholds: dict[str, Threshold], chunk_size: int = 262_144, force: bool = False,
 ) -> int:
     """Write the events firing any working point to an ADC2021-layout h5 with score and WP bits.
+
+    ``score_raw`` is the raw score of every event of ``files`` in order, or the score function
+    itself: then each chunk is scored again while it is written, so memory stays flat.
 
     Extra per-event datasets: ``score`` (float value), ``score_raw`` (int64), ``wp_bits`` (n, n_wp)
     with the working-point names in the file attribute ``working_points``, and ``source_file``
@@ -256,7 +323,7 @@ def write_catalog(
         for fi, src in enumerate(files):
             f, start, stop = as_range(src)
             for ev in iter_chunks(f, start=start, stop=stop, chunk_size=chunk_size):
-                s = score_raw[pos : pos + len(ev)]
+                s = np.asarray(score_raw(ev), np.int64).ravel() if callable(score_raw) else score_raw[pos : pos + len(ev)]
                 bits = wp_bits(s, thresholds)
                 sel = np.flatnonzero(bits.any(1))
                 if len(sel):

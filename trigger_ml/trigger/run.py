@@ -2,7 +2,8 @@
 
 Events are streamed in chunks through the preprocessing and the bit-exact emulator of the
 firmware IR; the trigger bit is the firmware's integer comparison. Work can run in-process or on
-Dask (:func:`trigger_ml.trigger.menu.score_files`).
+Dask (:func:`trigger_ml.trigger.menu.histogram_samples`); each chunk comes back as an exact score
+histogram (:mod:`trigger_ml.trigger.histograms`), so memory does not grow with the number of events.
 """
 
 from __future__ import annotations
@@ -90,28 +91,33 @@ def emulate(
     score_type = scorer.score_type
     lsb = scorer.lsb
     t0 = time.perf_counter()
-    prog = (lambda name: (lambda d, t: progress(name, d, t))) if progress else (lambda name: None)
-    s_b, r_b = T.score_files(b_sources, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog("background"))
-    bkg = T.SampleScores("background", s_b, r_b, b_notes)
-    sigs = []
-    for s, src in zip(signals, s_sources):
-        sc, rb = T.score_files([src], scorer, seeds, chunk_size=chunk_size, scheduler=scheduler, progress=prog(Path(s).stem))
-        sigs.append(T.SampleScores(Path(s).stem, sc, rb, [str(s)]))
+    # exact score histograms per sample: only counts come back from the chunks (memory flat in events)
+    samples = {"background": list(b_sources)} | {f"signal{i}": [src] for i, src in enumerate(s_sources)}
+    names = {"background": "background"} | {f"signal{i}": Path(s).stem for i, s in enumerate(signals)}
+    hists = T.histogram_samples(samples, scorer, seeds, chunk_size=chunk_size, scheduler=scheduler,
+                                progress=(lambda k, d, t: progress(names[k], d, t)) if progress else None,
+                                files={"background": b_notes} | {f"signal{i}": [str(s)] for i, s in enumerate(signals)})
     seconds = time.perf_counter() - t0
-    n_all = len(s_b) + sum(len(s.score_raw) for s in sigs)
-    table = T.menu_table(bkg, sigs, score_type, menu_khz, bx_rate_hz)
+    for k, h in hists.items():
+        h.name = names[k]
+    h_b = hists["background"]
+    sigs = [hists[f"signal{i}"] for i in range(len(signals))]
+    n_all = sum(h.n_events for h in hists.values())
+    table = T.menu_table(h_b, sigs, score_type, menu_khz, bx_rate_hz)
     built = scorer.threshold
     table |= {"firmware": str(firmware_dir), "firmware_kind": scorer.kind, "scorer": scorer.source,
               "score_type": score_type.to_hls(), "score_lsb": lsb,
               "firmware_threshold": None if built is None else built.to_json() | {
-                  "rate_khz_here": float(T.fires(s_b, built).mean() * bx_rate_hz / 1e3) if len(s_b) else None},
+                  "rate_khz_here": float(h_b.n_above(built) / h_b.n_events * bx_rate_hz / 1e3) if h_b.n_events else None},
               "background": b_notes, "reference_seeds": [s.name for s in seeds], "events": n_all, "seconds": round(seconds, 2),
-              "events_per_s": round(n_all / seconds) if seconds else None, "scheduler": scheduler or "in-process"}
+              "events_per_s": round(n_all / seconds) if seconds else None, "scheduler": scheduler or "in-process",
+              "statistics": {"method": "exact integer histograms of the raw score per reference-seed pattern",
+                             "distinct_bins": {h.name: h.n_bins for h in hists.values()}}}
     if catalog is not None:
         thr = {wp: T.Threshold.from_json(row["threshold"]) for wp, row in table["working_points"].items()
                if row["threshold"] is not None}
         files = list(b_sources) + list(signals)
-        all_scores = np.concatenate([s_b] + [s.score_raw for s in sigs])
-        table["catalog"] = {"path": str(catalog), "events": T.write_catalog(catalog, files, all_scores, lsb, thr,
+        # the catalog scores each chunk again while writing it: no per-event scores are kept
+        table["catalog"] = {"path": str(catalog), "events": T.write_catalog(catalog, files, scorer, lsb, thr,
                                                                              chunk_size=chunk_size, force=force)}
     return table
