@@ -613,6 +613,23 @@ class _RefLayer:
             acc = _cast(acc + m, at.frac, at, ctr, name, "accum")
         return self._res(acc, at.frac, ctr)
 
+    # -- input scaling (trigger_ml.ir kind scale_input) -----------------------------------------------
+    def _k_scale_input(self, xs, ctr):
+        x = xs[0]
+        t_in, wt, ot = self._in_t(), self.layer.types["work"], self.layer.types["offset"]
+        off = np.asarray(self.layer.arrays["offset"], dtype=np.int64).reshape(1, -1)
+        sh = np.asarray(self.layer.arrays["shift"], dtype=np.int64).reshape(1, -1)
+        f = max(t_in.frac, ot.frac)
+        xa, _ = _shl(x, f - t_in.frac, _bound(t_in))
+        oa, _ = _shl(off, f - ot.frac, _bound(ot))
+        d = _cast(xa - oa, f, wt, ctr, self.layer.name, "work")  # work_t d = x - offset
+        m = 1 << wt.width
+        left = np.left_shift(d, np.maximum(-sh, 0)) % m  # << wraps within the width (raw bits)
+        if wt.signed:
+            left = np.where(left >= m >> 1, left - m, left)
+        y = np.where(sh >= 0, np.right_shift(d, np.maximum(sh, 0)), left)
+        return self._res(y, wt.frac, ctr)
+
 
 @dataclass
 class _Step:

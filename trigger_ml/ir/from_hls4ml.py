@@ -126,20 +126,34 @@ def from_hls_model(hls_model, *, score_output: str | None = None, threshold: int
 
     layers: list[Layer] = []
     by_name: dict[str, Layer] = {}
-    # hls4ml variable name -> producing layer name (inputs of a node are output-variable names)
+    # hls4ml names a node's inputs and the model's inputs/outputs by *output-variable* name (the
+    # Keras front end uses the layer name, the ONNX front end e.g. ``MatMul_0_out0`` for layer
+    # ``Dense_MatMul_0`` and ``global_out`` for the model output): variable name -> producing layer
+    var_to_layer: dict[str, str] = {}
     for node in hls_model.get_layers():
-        lay = _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name)
+        lay = _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name,
+                            _resolve_inputs(node, hl, var_to_layer, layers))
         layers.append(lay)
         by_name[lay.name] = lay
+        var_to_layer.setdefault(lay.name, lay.name)
+        for var in getattr(node, "outputs", None) or ():
+            if var:
+                var_to_layer[str(var)] = lay.name
+
+    def producer(var: str, what: str) -> Layer:
+        name = var_to_layer.get(var)
+        if name is None:
+            raise UnsupportedLayerError(f"model {what} {var!r} is not produced by any layer of the hls4ml graph")
+        return by_name[name]
 
     inputs = []
-    for name in hls_model.inputs:
-        lay = by_name[name]
-        inputs.append(TensorSpec(name, lay.shape, lay.type))
+    for var in hls_model.inputs:
+        lay = producer(var, "input")
+        inputs.append(TensorSpec(lay.name, lay.shape, lay.type))
     outputs = []
-    for name in hls_model.outputs:
-        lay = by_name[name]
-        outputs.append(TensorSpec(name, lay.shape, lay.type))
+    for var in hls_model.outputs:
+        lay = producer(var, "output")
+        outputs.append(TensorSpec(lay.name, lay.shape, lay.type))
 
     try:
         import hls4ml
@@ -165,6 +179,28 @@ def from_hls_model(hls_model, *, score_output: str | None = None, threshold: int
     return fm
 
 
+def _resolve_inputs(node, hl, var_to_layer: Mapping[str, str], done: Sequence[Layer]) -> tuple[str, ...]:
+    """The producing layers of ``node``'s inputs (hls4ml lists output-variable names).
+
+    An empty name (the ONNX front end leaves one on some Reshape/Flatten nodes) means the
+    preceding layer, as hls4ml's own graph wiring does for a node without named inputs."""
+    if isinstance(node, hl.Input):
+        return ()
+    out = []
+    for var in node.inputs:
+        var = str(var) if var is not None else ""
+        if not var:
+            if not done:
+                raise _unsupported(node, "empty input name on the first layer")
+            out.append(done[-1].name)
+            continue
+        name = var_to_layer.get(var)
+        if name is None:
+            raise _unsupported(node, f"input {var!r} is not produced by a preceding layer")
+        out.append(name)
+    return tuple(out)
+
+
 def _prune_unused(layers: list[Layer], outputs: Sequence[str]) -> list[Layer]:
     """Drop layers whose values never reach an output (hls4ml keeps e.g. duplicated quantizers)."""
     needed = set(outputs)
@@ -174,14 +210,10 @@ def _prune_unused(layers: list[Layer], outputs: Sequence[str]) -> list[Layer]:
     return [layer for layer in layers if layer.name in needed or layer.kind == "input"]
 
 
-def _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name: Mapping[str, Layer]) -> Layer:  # noqa: C901
+def _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name: Mapping[str, Layer],  # noqa: C901
+                  inputs: tuple[str, ...]) -> Layer:
     name = node.name
-    cls = node.class_name
     hls_class = type(node).__name__
-    inputs = () if isinstance(node, hl.Input) else tuple(node.inputs)
-    for i in inputs:
-        if i not in by_name:
-            raise _unsupported(node, f"input {i!r} is not produced by a preceding layer")
     shape = _out_shape(node)
 
     def mk(kind, type_=None, types=None, params=None, arrays=None, shape_=None):
@@ -226,11 +258,13 @@ def _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name: Mapping[str,
             raise _unsupported(node, f"strategy {strategy}")
         if strategy == "distributed_arithmetic":
             raise _unsupported(node, "distributed_arithmetic strategy")
-        if strategy == "resource":
-            raise _unsupported(node, "Resource strategy (only Latency is emulated)")
         w, wt = _weights_raw(node, "weight")
         b, bt = _weights_raw(node, "bias")
         types = {"weight": wt, "bias": bt, "accum": _node_type(node, "accum_t")}
+        if strategy == "resource":
+            _check_resource(node, types["accum"])
+            if node.get_attr("_weights_transposed", False) is True:  # ApplyResourceStrategy: (F, ..., C)
+                w = np.moveaxis(w, 0, -1)
         _check_product(node)
         for d in ("dilation", "dilation_height", "dilation_width"):
             if int(_attr(node, d, 1)) != 1:
@@ -255,19 +289,25 @@ def _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name: Mapping[str,
     if isinstance(node, hl.Dense):
         if strategy == "distributed_arithmetic":
             raise _unsupported(node, "distributed_arithmetic strategy")
-        if strategy != "latency":
-            raise _unsupported(node, f"strategy {strategy} (only Latency is emulated)")
+        if strategy not in ("latency", "resource"):
+            raise _unsupported(node, f"strategy {strategy} (Latency and Resource are emulated)")
         if len(_in_shape(node)) != 1:
             raise _unsupported(node, f"dense on a {len(_in_shape(node))}-D input")
         _check_product(node)
         w, wt = _weights_raw(node, "weight")
         b, bt = _weights_raw(node, "bias")
+        acc = _node_type(node, "accum_t")
         n_in, n_out = int(node.get_attr("n_in")), int(node.get_attr("n_out"))
+        w = w.reshape(n_in, n_out)
+        if strategy == "resource":
+            _check_resource(node, acc)
+            if node.get_attr("_weights_transposed", False) is True:  # ApplyResourceStrategy stores (n_out, n_in)
+                w = w.reshape(n_out, n_in).T
         return mk(
             "dense",
-            types={"weight": wt, "bias": bt, "accum": _node_type(node, "accum_t")},
+            types={"weight": wt, "bias": bt, "accum": acc},
             params={"n_in": n_in, "n_out": n_out},
-            arrays={"weight": w.reshape(n_in, n_out), "bias": b.reshape(n_out)},
+            arrays={"weight": w, "bias": b.reshape(n_out)},
         )
 
     if isinstance(node, hl.BatchNormalization):
@@ -310,7 +350,7 @@ def _convert_node(node, hl, FixedPointQuantizer, UnaryLUT, by_name: Mapping[str,
                   params={"op": op, "n_pixels": int(math.prod(in_shape[:-1])), "n_filt": int(in_shape[-1])})
 
     if isinstance(node, hl.Softmax):
-        return _convert_softmax(node, mk, by_name)
+        return _convert_softmax(node, mk, by_name[inputs[0]])
 
     if isinstance(node, hl.PReLU):
         a, at = _weights_raw(node, "param")
@@ -415,6 +455,14 @@ def _ft_mode(v, what: str) -> str:
     return s
 
 
+def _check_resource(node, accum: FixedType) -> None:
+    """Resource strategy computes the same products, cast to accum_t, as Latency, summed in another
+    order: identical results when accum_t wraps (sums modulo 2**W), order-dependent when it saturates."""
+    if accum.overflow != "WRAP":
+        raise _unsupported(node, f"Resource strategy with a saturating accumulator {accum.to_hls()}: the sum "
+                                 "depends on the reuse order, which is not emulated (use a wrapping accum_t)")
+
+
 def _check_product(node, key: str = "weight") -> None:
     from hls4ml.backends import get_backend
 
@@ -425,8 +473,8 @@ def _check_product(node, key: str = "weight") -> None:
         raise _unsupported(node, f"product type {ptype} (binary / power-of-two weights)")
 
 
-def _convert_softmax(node, mk, by_name) -> Layer:
-    in_type = by_name[node.inputs[0]].type
+def _convert_softmax(node, mk, src: Layer) -> Layer:
+    in_type = src.type
     cfg = _config_cpp(node)
     impl = str(_attr(node, "implementation", "stable")).lower()
     m = re.search(r"softmax_implementation::(\w+)", cfg)

@@ -45,7 +45,8 @@ Layer kinds (and the C++ they stand for; every ``cast`` is an ap_fixed assignmen
     ``nnet_dense_latency.h``: ``mult[i][j] = (accum_t)(x[i] * w[i][j])`` (exact product, then cast),
     ``acc[j] = (accum_t)b[j]``, then ``acc[j] = (accum_t)(acc[j] + mult[i][j])`` for i = 0..n_in-1
     in order, ``res[j] = (result_t)acc[j]``.  arrays weight ``(n_in, n_out)``, bias ``(n_out,)``;
-    types weight, bias, accum.
+    types weight, bias, accum.  The Resource kernels sum the same accum_t products in another order:
+    identical when accum_t wraps (the only Resource case accepted by the importers).
 ``conv1d`` / ``conv2d``
     io_parallel im2col (``fill_buffer``; zero padding) + the same per-pixel dense arithmetic
     (``nnet_conv2d_latency.h``).  arrays weight ``(fh, fw, c_in, c_out)`` (``(fw, c_in, c_out)`` for
@@ -86,6 +87,13 @@ Layer kinds (and the C++ they stand for; every ``cast`` is an ap_fixed assignmen
     io_parallel alias (``auto& out = in;``): no cast, ``type`` is the input's type.
 ``transpose``
     params perm; values cast to result_t.
+``scale_input``
+    deployed-style input scaling inside a declared type: ``work_t d = x - offset[j];`` (the exact
+    difference cast into ``work_t``: its rounding/overflow apply), ``d = d >> shift[j];`` (ap_fixed
+    shift of the raw bits within ``work_t``: right = floor, a negative shift is a left shift that
+    wraps in the type's width, no saturation), ``res = (result_t)d``.  arrays offset (raw integers
+    of types ``offset``, so half-integer offsets such as 33.5 are exact), shift (ints); types work,
+    offset.  Added in schema 1 without breaking older files (a new kind only).
 """
 
 from __future__ import annotations
@@ -134,6 +142,7 @@ KINDS = frozenset(
         "concatenate",
         "reshape",
         "transpose",
+        "scale_input",
     }
 )
 
