@@ -65,8 +65,11 @@ def test_generator_layout_and_filter():
         pt = ev[:, :, 0]
         for sl in adc2021.OBJECT_SLICES.values():  # pT-ordered within each type
             assert (np.diff(pt[:, sl], axis=1) <= 0).all()
-        lep_eta = np.abs(ev[:, 1:9, 1][ev[:, 1:9, 0] > 0])
-        assert lep_eta.max() < 2.5 and np.abs(ev[:, 9:, 1]).max() < 4.7
+        eta = np.abs(ev[:, :, 1])
+        present = ev[:, :, 0] > 0
+        # ADC2021 acceptances: e/gamma |eta| < 3.0, muons < 2.1, jets < 4.0
+        assert eta[:, 1:5][present[:, 1:5]].max() < 3.0 and eta[:, 5:9][present[:, 5:9]].max() < 2.1
+        assert eta[:, 9:][present[:, 9:]].max() < 4.0, sample
 
 
 def test_background_fractions():
@@ -108,6 +111,64 @@ def test_signals_differ_from_background():
     lq, _ = synth.generate(5_000, "LQ_btau", seed=9)
     assert hp[:, 0, 0].mean() > 1.3 * met_b  # neutrinos feed MET
     assert (lq[:, 9:, 0] > 0).sum(1).mean() > (bkg[:, 9:, 0] > 0).sum(1).mean() + 1  # b jets
+
+
+def test_background_matches_real_data_summary(tmp_path):
+    """The generated background reproduces the shipped real ADC2021 per-object summary within 10 %
+    (the same check as ``trigger-ml data compare FILE.h5``; the README shows it for 1e6 events)."""
+    from trigger_ml.data.compare import compare_to_reference
+
+    p = synth.generate_file(tmp_path / "b.h5", 300_000, "background", seed=0)
+    res = compare_to_reference(p)
+    bad = [(r["object"], r["quantity"], r["statistic"], r["sample"], r["reference"]) for r in res["rows"] if not r["within"]]
+    assert len(res["rows"]) == 11 and not bad, bad
+
+
+def test_tau_decay_branching_and_visible_fractions():
+    n = 200_000
+    rng = np.random.default_rng(0)
+    ev = synth._Event(n)
+    tau = synth._p4_from(np.full(n, 100.0), np.zeros(n), np.zeros(n), synth.M_TAU)
+    ev.add_tau(rng, tau)
+    jet, e, mu = (ev.objs[k][0][0] / 100.0 for k in ("jet", "egamma", "muon"))
+    had, lep = jet > 0, (e > 0) | (mu > 0)
+    assert abs(had.mean() - 0.648) < 0.005 and abs((e > 0).mean() - 0.178) < 0.004
+    # hadronic: x ~ U(r, 1) per mode (pi, rho, a1) -> <x> = sum f (1 + r) / 2 = 0.643; leptonic V-A: <x> = 0.35
+    assert abs(jet[had].mean() - 0.643) < 0.005 and abs(np.r_[e[e > 0], mu[mu > 0]].mean() - 0.35) < 0.005
+    assert jet[had].min() >= 0.0063 - 1e-9 and not (had & lep).any()
+    nu = np.hypot(*ev.nu.T) / 100.0  # the neutrinos take the rest of the tau momentum
+    np.testing.assert_allclose(nu + jet + e + mu, 1.0, atol=1e-6)
+
+
+def test_met_from_lost_and_unclustered_objects(monkeypatch):
+    """MET = -(sum of reconstructed objects) - 0.6 x unclustered (switch off noise and pileup to see it)."""
+    monkeypatch.setattr(synth, "MET_NOISE", 0.0)
+    monkeypatch.setattr(synth, "PU_JETS", (0.0, 12.0, 7.0))
+    n = 2000
+    rng = np.random.default_rng(1)
+    zero, one = np.zeros(n), np.ones(n)
+
+    def event(other_kind, other_eta):
+        ev = synth._Event(n)
+        ev.add("egamma", synth._p4_from(40.0 * one, zero, zero, 0.0))  # e: 40 GeV at phi 0, in acceptance
+        other = synth._p4_from(40.0 * one, other_eta * one, np.pi * one, 0.0)  # balancing it at phi pi
+        ev.add_nu(other) if other_kind == "nu" else ev.add(other_kind, other)
+        return synth._detector(rng, ev)[:, 0, 0]
+
+    assert abs(np.median(event("nu", 0.0)) - 40) < 2  # neutrino: full MET
+    assert abs(np.median(event("muon", 2.5)) - 40) < 2  # muon outside |eta| < 2.1: lost, full MET
+    assert np.median(event("muon", 1.0)) < 8  # reconstructed muon: only its resolution
+    assert abs(np.median(event("jet", 4.5)) - 0.4 * 40) < 2  # jet beyond |eta| < 4 but in the calorimeter: unclustered
+
+
+def test_fake_leptons_and_pileup_eta():
+    ev, codes = synth.generate(200_000, "background", seed=13)
+    nlep = (ev[:, 1:9, 0] > 0).sum(1)
+    assert 1e-5 < (nlep >= 3).mean() < 2e-3  # fake / non-prompt leptons: a small 3-lepton background exists
+    w = ev[codes == synth.PROCESS_CODES["W_lnu"]]
+    assert 1e-4 < ((w[:, 1:9, 0] > 0).sum(1) >= 2).mean() < 0.02  # W + a fake lepton from a jet
+    eta = np.abs(ev[:, 9:, 1][ev[:, 9:, 0] > 0])
+    assert 0.05 < (eta > 3.0).mean() < 0.2 and eta.max() < 4.0  # forward jets, within the |eta| < 4 acceptance
 
 
 # ------------------------------------------------------------------ malformed files
@@ -226,3 +287,24 @@ def test_preprocessing_json_roundtrip_exact(bkg_file):
 def test_preprocessing_bad_json():
     with pytest.raises(P.ConfigError, match="unknown"):
         P.preprocessing_from_json({"kind": "magic"})
+
+
+def test_compiled_chunk_check_agrees_with_the_numpy_rules():
+    """The one-pass compiled check passes exactly the chunks the numpy rules pass (they name the event)."""
+    from pathlib import Path
+
+    A = adc2021
+    ev = synth.generate(2000, "background", seed=3)[0]
+    assert A._chunk_is_valid(ev) and A._chunk_is_valid(ev.astype(np.float64))
+    cases = [((5, 3, 1), np.nan), ((7, 2, 0), 1e39), ((9, 4, 3), 3.0), ((11, 6, 0), -1.0), ((12, 0, 2), np.inf)]
+    for idx, val in cases:
+        c = ev.astype(np.float64)
+        c[idx] = val
+        assert not A._chunk_is_valid(c), (idx, val)
+        with pytest.raises(DataFormatError, match=f"event {idx[0]} object {idx[1]}"):
+            A.validate_chunk(c, Path("f.h5"), 0)
+    c = ev.copy()
+    c[13, 8, 3], c[13, 8, 0] = 0, 5.0  # padding with pT
+    assert not A._chunk_is_valid(c)
+    with pytest.raises(DataFormatError, match="type 0"):
+        A.validate_chunk(c, Path("f.h5"), 0)

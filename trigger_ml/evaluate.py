@@ -43,13 +43,15 @@ def _scores(model, x: np.ndarray) -> np.ndarray:
 
 def evaluate_artifact(
     run: str | Path, signals: list[Path], background: Path | None = None, *, max_events: int | None = None,
-    target_rate_khz: float | None = 10.0, bx_rate_hz: float = BX_RATE_HZ,
+    target_rate_khz: float | None = 10.0, bx_rate_hz: float = BX_RATE_HZ, baselines: bool = True,
 ) -> dict[str, Any]:
     """Per-signal AUC / TPR@FPR / TPR@rate for the float twin and the quantized model.
 
     The background follows the one held-out rule (:func:`trigger_ml.train.held_out_background`):
     ``background`` if given, else the events of the training file that training did not read, so
-    no event is scored that the model was fitted on.
+    no event is scored that the model was fitted on. With ``baselines`` (event models only) the
+    trivial cuts of :mod:`trigger_ml.data.baselines` (HT, MET, lepton and object counts) are
+    scored on exactly the same background and signal events, under ``res["baselines"][signal]``.
     """
     from trigger_ml.train import load_artifact
 
@@ -69,11 +71,21 @@ def evaluate_artifact(
     bkg = {k: _scores(m, xb) for k, m in models.items()}
     res: dict[str, Any] = {"run": str(run), "model": art.config.name, "background": b_note, "n_background": len(xb),
                            "bx_rate_hz": bx_rate_hz, "signals": {}}
+    base_b = None
+    if baselines and art.config.kind != "classifier":
+        from trigger_ml.data.baselines import baseline_scores_file
+
+        base_b = baseline_scores_file(ho.path, ho.start, ho.stop)
+        res["baselines"] = {}
     for s in signals:
         xs = art.inputs_from_file(s, stop=max_events)
         name = Path(s).stem
         res["signals"][name] = {k: signal_metrics(bkg[k], _scores(m, xs), target_rate_khz, bx_rate_hz) | {"n_signal": len(xs)}
                                 for k, m in models.items()}
+        if base_b is not None:
+            base_s = baseline_scores_file(s, stop=max_events)
+            res["baselines"][name] = {k: signal_metrics(base_b[k], base_s[k], target_rate_khz, bx_rate_hz)
+                                      | {"n_signal": len(base_s[k])} for k in base_b}
     return res
 
 
@@ -97,4 +109,7 @@ def evaluate(runs: list[Path], signals: list[Path], background: Path | None = No
                 "tpr_at_fpr_1e-5": mean_std([r["tpr_at_fpr_1e-5"]["tpr"] for r in rows]),
                 "tpr_at_fpr_1e-4": mean_std([r["tpr_at_fpr_1e-4"]["tpr"] for r in rows]),
             }
+    if "baselines" in per_run[0]:  # baselines do not depend on the training seed: those of the first run's background
+        agg["baselines"] = per_run[0]["baselines"]
+        agg["baselines_background"] = per_run[0]["background"]
     return agg

@@ -30,12 +30,14 @@ def summarize(
 ) -> dict[str, Any]:
     """Validate and summarise a whole file in chunks (memory independent of the file size).
 
-    Returns per object type: mean multiplicity and, over present objects, count, mean/min/max of
-    pT, eta, phi; plus the process composition when the file carries ``process`` codes.
+    Returns per object type: mean multiplicity and, over present objects, count, mean/std/min/max
+    of pT, eta, phi (std: population standard deviation over objects present); plus the process
+    composition when the file carries ``process`` codes.
     ``progress(done, total)`` is called after each chunk.
     """
     meta = info(path)
-    acc = {k: {"n": 0, "mult": 0, "sum": np.zeros(3), "min": np.full(3, np.inf), "max": np.full(3, -np.inf)} for k in OBJECT_SLICES}
+    acc = {k: {"n": 0, "mult": 0, "sum": np.zeros(3), "sumsq": np.zeros(3), "min": np.full(3, np.inf),
+               "max": np.full(3, -np.inf)} for k in OBJECT_SLICES}
     procs: dict[int, int] = {}
     done = 0
     for chunk, extra in iter_chunks(path, chunk_size=chunk_size, with_extra=True):
@@ -48,6 +50,7 @@ def summarize(
             a["mult"] += int(present.sum())
             if len(sel):
                 a["sum"] += sel.sum(0)
+                a["sumsq"] += (sel * sel).sum(0)
                 a["min"] = np.minimum(a["min"], sel.min(0))
                 a["max"] = np.maximum(a["max"], sel.max(0))
         if "process" in extra:
@@ -64,6 +67,7 @@ def summarize(
         stats = {
             col: {
                 "mean": float(a["sum"][i] / n) if n else None,
+                "std": float(np.sqrt(max(a["sumsq"][i] / n - (a["sum"][i] / n) ** 2, 0.0))) if n else None,
                 "min": float(a["min"][i]) if n else None,
                 "max": float(a["max"][i]) if n else None,
             }
