@@ -7,20 +7,28 @@ best-weight checkpointing, and writes an artifact directory atomically:
 * ``model.keras`` — the deployable quantized model (inputs → score / probabilities), Keras 3 native
 * ``train_model.keras`` — the quantized training graph (e.g. the VAE with its decoder)
 * ``float_model.keras`` — the float twin's deployable model
-* ``preprocessing.json``, ``history.json``, ``manifest.json`` (config, data hash, seed, versions, metrics)
+* ``preprocessing.json``, ``history.json``, ``manifest.json`` (config, data hash, seed, versions, metrics,
+  and ``figures.numerics``: what besides them decides the bytes, see :func:`training_rng`)
+
+The same config, data and seed give bit-identical weights in any process or thread (in-process,
+LocalCluster, real ``dask worker``), whatever other threads draw from the process-wide random streams.
 
 ``load_artifact`` loads with Keras ``safe_mode=True`` and turns any failure into a one-line error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import threading
 import time
+import types
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -30,7 +38,12 @@ import numpy as np
 from trigger_ml.core.constants import FLOAT_MODEL_FILE as FLOAT_FILE  # noqa: E402
 from trigger_ml.core.constants import INPUT_INFO_FILE, MODEL_FILE, PREPROCESSING_FILE
 from trigger_ml.core.constants import TRAIN_MODEL_FILE as TRAIN_FILE
-from trigger_ml.core.errors import ArtifactError, ConfigError, DataFormatError
+from trigger_ml.core.errors import (
+    ArtifactError,
+    ConfigError,
+    DataFormatError,
+    TriggerMLError,
+)
 from trigger_ml.data import adc2021
 from trigger_ml.data import preprocess as P
 from trigger_ml.models.config import ModelConfig, load_model_config
@@ -208,6 +221,73 @@ def _fit(built, config: ModelConfig, x, y, workdir: Path, log, quantized: bool) 
             "best_val_loss": float(min(h.get("val_loss", [np.nan])))}
 
 
+#: one training at a time per process: the streams :func:`training_rng` swaps in are process-wide
+_RNG_LOCK = threading.RLock()
+
+
+class _NumpyWithRandom(types.ModuleType):
+    """``numpy`` as HGQ2's quantizer base module sees it, with ``random`` replaced by a private RandomState."""
+
+    def __init__(self, rs: np.random.RandomState):
+        super().__init__("numpy")
+        self.random = rs
+
+    def __getattr__(self, name: str):
+        return getattr(np, name)
+
+
+@contextlib.contextmanager
+def training_rng(seed: int) -> Iterator[dict]:
+    """Seed everything random in building and fitting a model from ``seed``, in streams of its own.
+
+    Keras draws the seed of every initializer left unseeded from Python's process-wide ``random``
+    stream and HGQ2 the seed of every quantizer from numpy's process-wide ``np.random`` stream. Other
+    threads of the same process draw from these streams too: in a Dask worker, the event loop thread
+    (``dask.sizeof`` of task data, ``random.sample``) runs while the task trains, so the initial weights
+    of a scan point used to depend on timing and differed from run to run. Inside this context both
+    draw from private generators seeded with ``seed`` (the same sequences ``random.seed(seed)`` /
+    ``np.random.seed(seed)`` give, so an undisturbed process trains the same bytes as before), TF's
+    global seed is set (``keras.utils.set_random_seed``, which also resets Keras' seed generator),
+    and other trainings in this process wait. Yields the record of the numerics for the run's
+    manifest (``figures.numerics``, :func:`numerics_record`).
+    """
+    import random
+
+    import keras
+    from hgq.quantizer.internal import base as hgq_base
+    from keras.src.random import seed_generator as keras_seeds
+
+    if not (hasattr(keras_seeds, "python_random") and getattr(hgq_base, "np", None) is not None):
+        raise TriggerMLError("this Keras / HGQ2 version draws default seeds elsewhere than trigger_ml.train."
+                             "training_rng expects; install the versions pyproject.toml pins (a training would "
+                             "not be reproducible)")  # never train silently irreproducible
+    with _RNG_LOCK:
+        saved = keras_seeds.python_random, hgq_base.np
+        keras.utils.set_random_seed(int(seed))
+        keras_seeds.python_random = random.Random(int(seed))
+        hgq_base.np = _NumpyWithRandom(np.random.RandomState(int(seed)))
+        try:
+            yield numerics_record(seed)
+        finally:
+            keras_seeds.python_random, hgq_base.np = saved
+
+
+def numerics_record(seed: int) -> dict[str, Any]:
+    """What decides a training's bytes besides config, data and package versions: the seed, where the
+    random streams come from (:func:`training_rng`), TensorFlow's oneDNN setting (on/off changes the
+    bytes) and the thread settings (1, 2 or 4 intra-op threads measured to give identical bytes for
+    the zoo's models on CPU, so they are recorded, not pinned)."""
+    import tensorflow as tf
+
+    env = {k: os.environ.get(k) for k in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")}
+    return {"seed": int(seed), "random_streams": "private (Python random, numpy RandomState, TF global seed)",
+            "tf_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "unset (TensorFlow default: on)"),
+            "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+            "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "default",
+            "cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "environment": {k: v for k, v in env.items() if v is not None}}
+
+
 def total_ebops(model) -> float:
     """Sum of HGQ2 EBOPs over the model's layers (an estimate of LUT cost for DA / LUT+DSP for HLS)."""
     import keras
@@ -271,18 +351,20 @@ def train(
     # everything this stage writes - Keras checkpoints (.work/), models, JSON - is inside the
     # temporary directory, which an exception (KeyboardInterrupt, the CLI's SIGTERM) removes
     with atomic_dir(Path(out), force=force, stage=STAGE) as tmp:
-        built = build(cfg, info)
-        fit_q = _fit(built, cfg, x, y, tmp / ".work", log, True)
-        figures: dict[str, Any] = {"quantized": {k: v for k, v in fit_q.items() if k != "history"}}
+        with training_rng(cfg.seed) as numerics:  # the same seed gives the same bytes in any process / thread
+            built = build(cfg, info)
+            fit_q = _fit(built, cfg, x, y, tmp / ".work", log, True)
+        figures: dict[str, Any] = {"quantized": {k: v for k, v in fit_q.items() if k != "history"},
+                                   "numerics": numerics}
         figures["quantized"]["ebops"] = total_ebops(built.deploy)
         history = {"quantized": fit_q["history"]}
         built.deploy.save(tmp / MODEL_FILE)
         built.train.save(tmp / TRAIN_FILE)
         if float_twin:
             log("training the float twin")
-            keras.utils.set_random_seed(cfg.seed)
-            fb = build(cfg, info, quantized=False)
-            fit_f = _fit(fb, cfg, x, y, tmp / ".work", log, False)
+            with training_rng(cfg.seed):
+                fb = build(cfg, info, quantized=False)
+                fit_f = _fit(fb, cfg, x, y, tmp / ".work", log, False)
             figures["float"] = {k: v for k, v in fit_f.items() if k != "history"}
             history["float"] = fit_f["history"]
             fb.deploy.save(tmp / FLOAT_FILE)
