@@ -36,6 +36,10 @@ def test_train_evaluate(small_run, sig_files):
     res = json.loads(r.stdout)
     m = res["signals"]["Ato4l"]
     assert set(m) == {"quantized", "float"} and 0 <= m["quantized"]["auc"] <= 1
+    # trivial cuts scored on the same events, beside the model (issue 14)
+    b = res["baselines"]["Ato4l"]
+    assert {"ht", "met", "n_leptons", "n_objects"} <= set(b) and all(0 <= v["auc"] <= 1 for v in b.values())
+    assert b["n_leptons"]["tpr_at_fpr_1e-4"]["n_background"] == m["quantized"]["tpr_at_fpr_1e-4"]["n_background"]
 
 
 def test_convert_verify_emulate_report(small_run, bkg_file, sig_files):
@@ -164,6 +168,30 @@ def test_demo_quick(tmp_path):
         assert m[k]["source"], k
     assert set(m["auc"]) == {"Ato4l", "LQ_btau", "h0_tautau", "hplus_taunu"}
     assert (tmp_path / "demo" / "report" / "report.html").exists()
+    # the flagship meets the CMS Global Trigger's 2 BX from the Verilator-measured depth at 240 MHz
+    b = m["latency_budget"]
+    assert b["verdict"] == "PASS" and b["clock_mhz"] == 240.0 and m["latency_ns"]["value"] <= 50.0, b
+    assert abs(m["latency_ns"]["value"] - m["latency_cycles"]["value"] * 1e3 / 240.0) < 1e-3  # cycles × 4.167 ns
+    assert "Verilator" in m["latency_ns"]["source"]
+    # honest statistics: 20,000 held-out background events quote no TPR at FPR 1e-5 / 1e-4, and say why
+    st = m["statistics"]
+    assert st["n_background"] == 20_000 == rep["metrics"]["n_background"]
+    assert st["fpr"]["1e-5"] == {"quoted": False, "reason": "needs >= 1,000,000 background events, have 20,000"}
+    assert not st["fpr"]["1e-4"]["quoted"] and m["signals"]["Ato4l"]["firmware"]["tpr_at_fpr_1e-4"] is None
+    # baselines on the same events, in metrics.json and the report alike
+    for s, bases in m["baselines"].items():
+        assert set(bases) == {"ht", "met", "n_leptons", "n_objects"}
+        for k, v in bases.items():
+            assert v["auc"] == rep["metrics"]["baselines"][s][k]["auc"]
+    md = (tmp_path / "demo" / "report" / "report.md").read_text()
+    assert "baseline: lepton count" in md and "Background tail by process" in md
+    # the tail composition of the menu's working points, from the generator's process codes
+    tails = m["tail_composition"]
+    menu_rows = [r for wp, r in tails.items() if wp.startswith("menu ") and r.get("threshold") is not None]
+    assert menu_rows and all(abs(sum(r["fraction_of_tail"].values()) - 1) < 1e-9 for r in menu_rows if r["n_above"])
+    # one training seed: the spread is said not to be measured
+    assert m["seed_spread"]["measured"] is False and "not measured" in m["seed_spread"]["reason"]
+    assert "Seed spread not measured" in md
 
 
 @pytest.mark.slow

@@ -334,13 +334,22 @@ def _json_cases(tmp: Path) -> dict[str, tuple[str, list]]:
             import trigger_ml.demo as D
             D.run_demo = noisy({"auc": {"Ato4l": {"float": 0.9, "firmware": 0.9}}})""",
                  ["demo", "--out", tmp / "demo", "--json"]),
+        "import": ("""
+            import trigger_ml.importers as I
+            I.import_model = noisy({"path": "fw", "format": "onnx", "emulator_vs_csim_mismatches": 0})""",
+                   ["import", "model.onnx", "--out", tmp / "fw", "--json"]),
+        "export-emulator": ("""
+            import trigger_ml.emulate.export_cpp as X
+            X.export_cpp = noisy({"path": "cpp", "class": "m_emulator", "library": "m.so"})""",
+                            ["export-emulator", "fw", "--out", tmp / "cpp", "--json"]),
         "report": ("""
             import trigger_ml.reports.collect as C
             C.collect_report = noisy(None, real=C.collect_report)""", ["report", rtl, "--json"]),
     }
 
 
-JSON_COMMANDS = ["train", "evaluate", "convert", "verify", "emulate", "measure", "scan", "demo", "report"]
+JSON_COMMANDS = ["train", "evaluate", "convert", "verify", "emulate", "measure", "scan", "demo", "report", "export-emulator",
+                 "import"]
 
 
 def test_json_covers_every_command(tmp_path):

@@ -33,6 +33,7 @@ LAYERS: dict[str, int] = {
     "emulate": 5,
     "firmware": 6,
     "scoring": 7,
+    "importers": 7,
     "trigger": 8,
     "verify": 8,
     "measure": 8,

@@ -343,3 +343,212 @@ def test_measured_tiny_da4ml_design(tmp_path) -> None:
     assert abs(cal[("LUT", "estimated (alkaid)")]["rel_error"]) < 0.5
     out = write_report(r, tmp_path / "report")
     assert "measured (Verilator)" in (out / "report.md").read_text()
+
+
+# ------------------------------------------------------------------------- trigger threshold, menu, physics plots
+# A firmware directory without training or hls4ml (tests/_fwdir.py: a demo-VAE-like IR with the preprocessing),
+# given the manifest record of `trigger-ml convert --rate-khz 5`: its threshold calibrated to 5 kHz on the first
+# 10,000 background events, the raw integer in the IR. No model run, so the physics metrics (Keras) are replaced by
+# the same figures computed from the firmware's own scores (the plumbing - rate, thresholds to mark - is collect's).
+
+FW_RATE_KHZ = 5.0
+MENU_SIGNALS = ("Ato4l", "LQ_btau")
+
+
+def _firmware_only_metrics(calls: list):
+    """Stand-in for collect.trigger_metrics without a model run: the firmware's scores of the same files."""
+    from trigger_ml.core.metrics import signal_metrics
+    from trigger_ml.data.adc2021 import read_events
+    from trigger_ml.scoring import FirmwareScorer
+
+    def fake(run, fw, signals, background, max_events, target_rate_khz, *, marks=(), **_kw):
+        calls.append({"rate": target_rate_khz, "marks": list(marks)})
+        sc = FirmwareScorer(fw)
+        bkg = sc.values(read_events(background))
+        out = {"status": "ok", "background": str(background), "n_background": len(bkg), "models": ["firmware"],
+               "target_rate_khz": target_rate_khz, "bx_rate_hz": 40e6, "signals": {}, "roc": {}, "score_hist": {},
+               "notes": []}
+        for s in signals:
+            sig = sc.values(read_events(s))
+            out["signals"][s.stem] = {"firmware": signal_metrics(bkg, sig, target_rate_khz) | {"source": sc.source}}
+            out["roc"][s.stem] = {"firmware": _roc_points(bkg, sig)}
+            out["score_hist"][s.stem] = _histogram({"firmware": {"background": bkg, s.stem: sig}}, marks=marks)
+        return out
+
+    return fake
+
+
+@pytest.fixture(scope="module")
+def trigger_fw(tmp_path_factory, bkg_file) -> Path:
+    from _fwdir import make_firmware_dir
+
+    from trigger_ml.core.constants import IR_FILE
+    from trigger_ml.core.threshold import calibrate_threshold
+    from trigger_ml.data.adc2021 import read_events
+    from trigger_ml.scoring import FirmwareScorer
+
+    root = tmp_path_factory.mktemp("trig")
+    fw = make_firmware_dir(root / "fw", bkg_file)
+    sc = FirmwareScorer(fw)
+    thr = calibrate_threshold(sc(read_events(bkg_file, stop=10_000)), sc.score_type, FW_RATE_KHZ)
+    fm = FirmwareModel.load(fw / IR_FILE)
+    fm.with_score("score", 0, thr.raw).save(fw / IR_FILE)
+    rec = thr.to_json() | {"score_output": "score", "score_index": 0, "score_flat_index": 0,
+                           "top": "myproject_trigger", "header": "firmware/trigger_threshold.h"}
+    (fw / "manifest.json").write_text(json.dumps({"stage": "firmware.hls", "config": {
+        "backend": "Vitis", "part": "xcvu13p-flga2577-2-e", "clock_ns": 5.0, "io_type": "io_parallel",
+        "strategy": "latency", "reuse_factor": 1, "threshold": rec}}))
+    return fw
+
+
+@pytest.fixture(scope="module")
+def trigger_report(trigger_fw, bkg_file, sig_files):
+    from trigger_ml.reports import collect as C
+
+    calls: list = []
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(C, "trigger_metrics", _firmware_only_metrics(calls))
+        r = C.collect_report(trigger_fw, signals=[sig_files[s] for s in MENU_SIGNALS], background=bkg_file)
+    return r, calls
+
+
+@pytest.fixture(scope="module")
+def trigger_written(trigger_report, tmp_path_factory) -> Path:
+    return write_report(trigger_report[0], tmp_path_factory.mktemp("trig_out") / "report")
+
+
+def test_menu_equals_trigger_ml_emulate(trigger_report, trigger_written, trigger_fw, bkg_file, sig_files) -> None:
+    """The report's menu is `trigger-ml emulate`'s, on the same files, to the last digit; the rendered table shows it."""
+    from typer.testing import CliRunner
+
+    from trigger_ml.cli import app
+
+    r, _ = trigger_report
+    args = ["emulate", str(trigger_fw), "--background", str(bkg_file), "--json"]
+    for s in MENU_SIGNALS:
+        args += ["--signals", str(sig_files[s])]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    em = json.loads(res.stdout)
+    menu = r["menu"]
+    assert menu["status"] == "ok"
+    assert menu["working_points"] == em["working_points"]
+    for k in ("n_background", "reference_menu_rate_khz", "firmware_threshold", "score_type", "score_lsb", "background"):
+        assert menu[k] == em[k], k
+    assert menu["command"].startswith(f"trigger-ml emulate {trigger_fw} --background {bkg_file}")
+    assert menu["working_points"]["VTight"]["threshold"] is None  # 1 kHz needs 40,000 background events
+
+    md = (trigger_written / "report.md").read_text()
+    table = md[md.index("| working point |"):]
+    for wp, row in em["working_points"].items():
+        line = next(ln for ln in table.splitlines() if ln.startswith(f"| {wp}"))
+        if row["threshold"] is None:
+            assert "needs at least 40,000 background events" in line
+            continue
+        t = row["threshold"]
+        lo, hi = t["rate_interval_khz_68"]
+        assert f"| {t['value']:.6g} | {t['raw']} | {t['rate_khz']:.3g} [{lo:.3g}, {hi:.3g}] |" in line
+        assert f"{row['pure_rate_khz']:.3g} [" in line
+        for s in MENU_SIGNALS:
+            e = row["signals"][s]
+            assert f"{e['efficiency']:.4g} [{e['efficiency_interval_68'][0]:.4g}, {e['efficiency_interval_68'][1]:.4g}]" in line
+
+
+def test_builtin_threshold_and_tpr_at_the_firmware_rate(trigger_report, trigger_written) -> None:
+    r, calls = trigger_report
+    ft = r["firmware_threshold"]
+    assert ft["status"] == "ok" and ft["target_rate_khz"] == FW_RATE_KHZ and ft["n_total"] == 10_000
+    assert ft["ir_raw"] == ft["raw"] and not ft["notes"] and ft["source"].startswith("hls4ml manifest")
+    # the TPR column is taken at the rate the firmware was calibrated to, not at a fixed 10 kHz
+    assert calls[0]["rate"] == FW_RATE_KHZ and r["metrics"]["target_rate_khz"] == FW_RATE_KHZ
+    assert r["metrics"]["target_rate_source"].startswith("the rate the firmware's threshold was calibrated to")
+    md = (trigger_written / "report.md").read_text()
+    assert f"score > **{ft['value']:.6g}** (raw integer **{ft['raw']}** of `{ft['score_type']}`" in md
+    assert "calibrated to 5 kHz" in md and "TPR @ 5 kHz (the firmware's rate)" in md
+    # the rate of the built-in threshold on this (larger) background sample, as emulate reports it
+    assert f"fires at {r['menu']['firmware_threshold']['rate_khz_here']:.4g} kHz" in md
+
+
+def test_threshold_lines_and_roc_bands_are_drawn(trigger_report, trigger_written) -> None:
+    r, calls = trigger_report
+    ft = r["firmware_threshold"]
+    wps = {wp: row["threshold"]["value"] for wp, row in r["menu"]["working_points"].items() if row["threshold"]}
+    assert sorted(calls[0]["marks"]) == sorted([ft["value"], *wps.values()])  # the histograms' range holds them
+    js = json.loads((trigger_written / "report.json").read_text())
+    plots = {p["file"]: p for p in js["plots"]}
+    for s in MENU_SIGNALS:
+        lines = {ln["gid"]: ln["x"] for ln in plots[f"scores_{s}.png"]["drawn"]["lines"]}
+        assert lines == {"threshold:firmware": ft["value"], **{f"threshold:{wp}": v for wp, v in wps.items()}}
+        roc = plots[f"roc_{s}.png"]["drawn"]
+        assert {(b["model"], b["kind"]) for b in roc["bands"]} == {("firmware", "tpr"), ("firmware", "fpr")}
+        assert [ln["x"] for ln in roc["lines"] if ln["gid"] == "rate"] == [FW_RATE_KHZ * 1e3 / 40e6]
+        c = js["metrics"]["roc"][s]["firmware"]
+        assert all(lo <= t <= hi for lo, t, hi in zip(c["tpr_lo"], c["tpr"], c["tpr_hi"]))
+        assert all(lo <= f <= hi for lo, f, hi in zip(c["fpr_lo"], c["fpr"], c["fpr_hi"]))
+        assert "Clopper-Pearson" in c["band"]
+    # the band is the Clopper-Pearson interval of the counts (one point by hand)
+    from trigger_ml.core.metrics import clopper_pearson
+
+    c = js["metrics"]["roc"][MENU_SIGNALS[0]]["firmware"]
+    i = len(c["tpr"]) // 2
+    k = round(c["tpr"][i] * c["n_signal"])
+    assert (c["tpr_lo"][i], c["tpr_hi"][i]) == pytest.approx(clopper_pearson(k, c["n_signal"]))
+    from trigger_ml.reports.render import (  # the drawn artists themselves
+        _roc_figure,
+        _scores_figure,
+    )
+
+    fig = _scores_figure(js, MENU_SIGNALS[0])
+    (fw_line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_gid() == "threshold:firmware"]
+    assert fw_line.get_xdata()[0] == ft["value"] and "5 kHz" in fw_line.get_label()
+    fig = _roc_figure(js, MENU_SIGNALS[0])
+    assert [col for col in fig.axes[0].collections if col.get_gid() == "band:tpr:firmware"]
+
+
+def test_without_events_the_report_names_the_command(trigger_fw, bkg_file, sig_files, tmp_path) -> None:
+    """No signal files: the physics section names the exact command that adds it, and that command works."""
+    import shlex
+
+    from typer.testing import CliRunner
+
+    from trigger_ml.cli import app
+
+    root = tmp_path / "study"
+    shutil.copytree(trigger_fw, root / "fw")
+    (root / "data").mkdir()
+    for s in MENU_SIGNALS:
+        shutil.copy(sig_files[s], root / "data" / f"{s}.h5")
+    r = collect_report(root)
+    assert r["metrics"]["status"] == "absent" and r["menu"]["status"] == "absent"
+    out = write_report(r, root / "report")
+    cmd = json.loads((out / "report.json").read_text())["physics_command"]["command"]
+    expected = (f"trigger-ml report {root} --signals {root / 'data' / 'Ato4l.h5'} --signals "
+                f"{root / 'data' / 'LQ_btau.h5'} --background BACKGROUND.h5 --out {out} --force")
+    assert cmd == expected  # no model run records a training file here: the background is a placeholder
+    md = (out / "report.md").read_text()
+    assert f"    {expected}" in md and "To add the physics section" in md and "BACKGROUND.h5: background events" in md
+    # the command adds the menu (the model run is absent here, so the Keras metrics stay absent and say so)
+    res = CliRunner().invoke(app, [str(bkg_file) if a == "BACKGROUND.h5" else a for a in shlex.split(cmd)[1:]])
+    assert res.exit_code == 0, res.output
+    r2 = json.loads((out / "report.json").read_text())
+    assert r2["menu"]["status"] == "ok" and "model run" in r2["metrics"]["reason"]
+    # a firmware directory alone: a placeholder and how to make signal files
+    r3 = collect_report(trigger_fw)
+    assert r3["physics_command"]["argv"][-4:] == ["--signals", "SIGNAL.h5", "--background", "BACKGROUND.h5"]
+    assert "trigger-ml data generate" in r3["physics_command"]["note"] and "model run" in r3["physics_command"]["note"]
+
+
+def test_physics_section_says_what_is_not_measured(report) -> None:
+    """No process codes, one training seed, too few background events: each said in one line, not hidden."""
+    from trigger_ml.reports.render import render_markdown
+
+    r = json.loads(json.dumps(report))
+    m = r["metrics"]
+    m["tail_composition"] = {"status": "absent", "reason": "bkg.h5 carries no per-event 'process' dataset"}
+    m["ensemble"] = {"status": "absent", "reason": "one training seed: the seed-to-seed spread is not measured"}
+    md = render_markdown(r, [])
+    assert "*Background tail composition unknown:* bkg.h5 carries no per-event 'process' dataset." in md
+    assert "*Seed spread not measured:* one training seed" in md
+    # 20,000 background events: FPR 1e-5 and 1e-4 are n/a with the reason; 10 kHz (40,000 needed) too
+    line = next(ln for ln in md.splitlines() if ln.startswith("| Ato4l | firmware"))
+    assert line.count("n/a (needs >= ") == 3 and "have 20,000" in line

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from trigger_ml import scan as S
+from trigger_ml.core.errors import ConfigError
 from trigger_ml.scan import runner as R
 from trigger_ml.scan.results import _records
-from trigger_ml.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "models" / "scan-example.yaml"
@@ -314,3 +314,128 @@ def test_scan_on_local_cluster_resumes_real_points(tmp_path, tiny_data, monkeypa
     pj = json.loads((out / "pareto.json").read_text())
     assert pj["objectives"] == {"maximize": ["tpr"], "minimize": ["luts", "latency_ns"]} and pj["pareto"]
     assert (out / "pareto.png").is_file()
+
+
+# ------------------------------------------------------------------------------------------ latency budget
+
+CLOCK_240MHZ_NS = 25.0 / 6.0  # the uGT clock: 12 cycles = 50 ns = 2 BX
+
+
+def _budget_stub(calls: list):
+    """run_point stand-in at a 240 MHz clock: latent 2 -> 11 cycles (45.8 ns, under 50 ns), latent 3 ->
+    12 cycles (50.0 ns, exactly at the budget: meets it), latent 4 -> 13 cycles (54.2 ns, just over),
+    latent 5 fails. TPR grows with the latent size, so the best point overall is over the budget."""
+
+    def run_point(params, *, workdir, attempt=1, context=None, clock_ns=5.0, **_kw):
+        calls.append(dict(params))
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        lat = params["latent"]
+        if lat == 5:
+            raise RuntimeError("boom")
+        cyc = 9 + lat
+        return {"key": S.point_key(params), "status": "ok", "error": None, "params": json.dumps(params, sort_keys=True),
+                **{S.PARAM_PREFIX + k: v for k, v in params.items()}, "tpr": 0.1 * lat, "auc": 0.5 + 0.01 * lat,
+                "luts": 1000 * lat, "luts_source": "stub", "latency_cycles": cyc, "clock_ns": clock_ns,
+                "latency_ns": cyc * clock_ns, "latency_source": "estimated (stub)", "attempt": attempt,
+                "context": context, "started": R._now(), "finished": R._now(), "worker": "stub", "seconds": 0.01}
+
+    return run_point
+
+
+def test_scan_budget_verdict_and_best_point_in_budget(tmp_path, tiny_data, monkeypatch) -> None:
+    bkg, sigs = tiny_data
+    calls: list = []
+    monkeypatch.setattr(R, "run_point", _budget_stub(calls))
+    space = _space([2, 3, 4, 5], tmp_path)
+    out = tmp_path / "out"
+    df = S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, budget_bx=2,
+                    **{**TINY_SETTINGS, "clock_ns": CLOCK_240MHZ_NS})
+    by = {int(r["param:latent"]): r for _, r in df.iterrows()}
+    assert by[2]["meets_budget"] is True and by[2]["budget_slack_ns"] == pytest.approx(50 - 11 * CLOCK_240MHZ_NS)
+    assert by[3]["meets_budget"] is True and by[3]["budget_slack_ns"] == pytest.approx(0, abs=1e-9)  # at the budget
+    assert by[4]["meets_budget"] is False and by[4]["budget_slack_ns"] == pytest.approx(-CLOCK_240MHZ_NS)  # one cycle over
+    assert by[5]["meets_budget"] is None  # failed: no verdict
+    assert all(by[k]["budget_clock_ns"] == pytest.approx(CLOCK_240MHZ_NS) for k in (2, 3, 4))
+    assert all(by[k]["budget_ns"] == 50.0 and by[k]["budget_source"] == "estimated (stub)" for k in (2, 3, 4))
+    assert [k for k, r in by.items() if r["best_in_budget"]] == [3]  # the best TPR (latent 4) is over the budget
+    table = S.read_results(out)  # the verdict is recorded in the results table
+    assert list(table.loc[table["param:latent"] == 3, "best_in_budget"]) == [True]
+    assert list(table.loc[table["param:latent"] == 4, "meets_budget"]) == [False]
+
+    pj = json.loads((out / "pareto.json").read_text())
+    b = pj["budget"]
+    assert (b["budget_ns"], b["budget_bx"], b["n_meeting"], b["n_with_latency"]) == (50.0, 2.0, 2, 3)
+    assert b["best"]["key"] == by[3]["key"] and b["best"]["params"] == {"latent": 3}
+    assert b["best"]["latency_cycles"] == 12 and b["best"]["clock_ns"] == pytest.approx(CLOCK_240MHZ_NS)
+
+    # the drawn data: budget line at 50 ns on the latency panel, the best point in budget starred on
+    # both panels, the point over the budget drawn as a cross
+    front = S.pareto_front(df)
+    fig = S.pareto_figure(df, front, budget_ns=50.0)
+    ax_lut, ax_lat = fig.axes[:2]
+    (line,) = [ln for ln in ax_lat.get_lines() if ln.get_gid() == "budget"]
+    assert list(line.get_xdata()) == [50.0, 50.0] and "50 ns" in line.get_label()
+    assert not [ln for ln in ax_lut.get_lines() if ln.get_gid() == "budget"]
+    for ax, x in ((ax_lut, 3000.0), (ax_lat, 12 * CLOCK_240MHZ_NS)):
+        (star,) = [c for c in ax.collections if c.get_gid() == "best_in_budget"]
+        assert star.get_offsets().tolist() == [[pytest.approx(x), pytest.approx(0.3)]]
+        assert by[3]["key"][:8] in star.get_label()
+        (over,) = [c for c in ax.collections if c.get_gid() == "over_budget"]
+        assert over.get_offsets().tolist() == [[pytest.approx(4000.0 if ax is ax_lut else 13 * CLOCK_240MHZ_NS),
+                                                pytest.approx(0.4)]]
+
+    # judged again with a tighter budget: no point reruns; 46 ns keeps only latent 2; 45 ns none
+    n = len(calls)
+    df = S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, budget_ns=46.0,
+                    **{**TINY_SETTINGS, "clock_ns": CLOCK_240MHZ_NS})
+    assert len(calls) == n + 1  # only the failed point is retried
+    assert list(df.loc[df["best_in_budget"].astype(bool), "param:latent"]) == [2]
+    df = S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, budget_ns=45.0,
+                    **{**TINY_SETTINGS, "clock_ns": CLOCK_240MHZ_NS})
+    assert not df["best_in_budget"].any() and json.loads((out / "pareto.json").read_text())["budget"]["best"] is None
+    fig = S.pareto_figure(df, S.pareto_front(df), budget_ns=45.0)
+    assert [t for t in fig.axes[1].texts if t.get_gid() == "no_point_in_budget"]
+    # without a budget the verdict columns of the earlier run are dropped, not left stale
+    df = S.run_scan(space, out, background=bkg, signals=sigs, scheduler=None, **{**TINY_SETTINGS, "clock_ns": CLOCK_240MHZ_NS})
+    assert "meets_budget" not in df.columns and "budget" not in json.loads((out / "pareto.json").read_text())
+
+
+def test_scan_budget_settings_and_refusals(tmp_path, tiny_data, monkeypatch) -> None:
+    bkg, sigs = tiny_data
+    p = _write(tmp_path, f"base: {BASE}\ngrid: {{latent: [2, 4]}}\nsettings: {{budget_ns: 50, clock_ns: {CLOCK_240MHZ_NS}}}\n")
+    monkeypatch.setattr(R, "run_point", _budget_stub([]))
+    df = S.run_scan(S.load_scan_config(p), tmp_path / "o", background=bkg, signals=sigs, scheduler=None,
+                    **{k: v for k, v in TINY_SETTINGS.items()})
+    assert list(df.sort_values("param:latent")["meets_budget"]) == [True, False]
+    # the argument wins over the scan file's setting
+    df = S.run_scan(S.load_scan_config(p), tmp_path / "o", background=bkg, signals=sigs, scheduler=None, budget_bx=3,
+                    **TINY_SETTINGS)
+    assert list(df["meets_budget"]) == [True, True] and set(df["budget_ns"]) == {75.0}
+    for body, field in (("settings: {budget_ns: 50, budget_bx: 2}", "settings.budget_bx"),
+                        ("settings: {budget_ns: -1}", "settings.budget_ns")):
+        bad = _write(tmp_path, f"base: {BASE}\ngrid: {{latent: [2]}}\n{body}\n", "bad.yaml")
+        with pytest.raises(ConfigError, match=field):
+            S.load_scan_config(bad)
+    with pytest.raises(ConfigError, match="exactly one"):
+        S.run_scan(S.load_scan_config(p), tmp_path / "o", background=bkg, signals=sigs, scheduler=None,
+                   budget_ns=50, budget_bx=2, **TINY_SETTINGS)
+
+
+def test_scan_cli_names_the_best_point_in_budget(tmp_path, tiny_data, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from trigger_ml.cli import app
+
+    bkg, sigs = tiny_data
+    monkeypatch.setattr(R, "run_point", _budget_stub([]))
+    p = _write(tmp_path, f"base: {BASE}\ngrid: {{latent: [2, 3, 4]}}\nsettings: {{epochs: 1}}\n")
+    args = ["scan", str(p), "--out", str(tmp_path / "o"), "--background", str(bkg), "--signals", str(sigs[0]),
+            "--scheduler", "none", "--clock-ns", str(CLOCK_240MHZ_NS), "--budget-ns", "50"]
+    r = CliRunner().invoke(app, args + ["--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout)
+    assert doc["budget"]["best"]["params"] == {"latent": 3} and doc["budget"]["n_meeting"] == 2
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "2 of 3 points meet it; best in budget: " + doc["budget"]["best"]["key"] in r.stdout
+    r = CliRunner().invoke(app, args + ["--budget-bx", "2"])
+    assert r.exit_code == 1 and "not both" in str(r.exception)  # one line through the real entry point

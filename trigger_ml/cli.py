@@ -61,7 +61,7 @@ class _Group(TyperGroup):
 
 app = typer.Typer(help="Quantized neural networks for the L1 trigger.", no_args_is_help=True, add_completion=False,
                   cls=_Group, context_settings=_CONTEXT, pretty_exceptions_enable=False)
-data_app = typer.Typer(help="Generate and inspect L1 event files (ADC2021 layout).", no_args_is_help=True,
+data_app = typer.Typer(help="Generate, inspect and compare L1 event files (ADC2021 layout).", no_args_is_help=True,
                        cls=_Group, context_settings=_CONTEXT, pretty_exceptions_enable=False)
 app.add_typer(data_app, name="data")
 console = Console(stderr=True, markup=False, soft_wrap=True)  # logs, progress, notes; markup off: paths and units keep their [...]
@@ -248,15 +248,91 @@ def data_inspect(
         _emit_json(s)
         return
     out.print(Text.assemble((str(s["path"]), "bold"), f": {s['n_events']:,} events ({s['dtype']})"))
-    t = _table("object", "count", "per event", "pT mean [GeV]", "pT max [GeV]", "η min", "η max", "φ min", "φ max")
+    t = _table("object", "count", "per event", "pT mean [GeV]", "pT std [GeV]", "pT max [GeV]", "η std", "η min",
+               "η max", "φ min", "φ max")
     f = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     for kind, o in s["objects"].items():
-        _row(t, kind, f"{o['count']:,}", f"{o['per_event']:.2f}", f(o["pt_gev"]["mean"]), f(o["pt_gev"]["max"]),
-             f(o["eta"]["min"]), f(o["eta"]["max"]), f(o["phi"]["min"]), f(o["phi"]["max"]))
+        _row(t, kind, f"{o['count']:,}", f"{o['per_event']:.2f}", f(o["pt_gev"]["mean"]), f(o["pt_gev"]["std"]),
+             f(o["pt_gev"]["max"]), f(o["eta"]["std"]), f(o["eta"]["min"]), f(o["eta"]["max"]), f(o["phi"]["min"]),
+             f(o["phi"]["max"]))
     out.print(t)
     if s["processes"]:
         n = s["n_events"]
         out.print("processes: " + ", ".join(f"{k} {v / n:.1%}" for k, v in s["processes"].items()))
+
+
+@data_app.command("compare", cls=_Command)
+def data_compare(
+    a: Path = typer.Argument(..., help="Events file (ADC2021 layout)."),
+    b: Optional[Path] = typer.Argument(None, help="Second events file for the two-sample tests (optional)."),
+    reference: Optional[str] = typer.Option(None, "--reference", help="Reference summary JSON to compare the per-object means/stds with; 'default' = the shipped real ADC2021 background summary (used anyway when B is not given)."),
+    tolerance: float = typer.Option(0.10, "--tolerance", min=0.0, help="Relative tolerance of the reference comparison."),
+    max_events: Optional[int] = typer.Option(200_000, "--max-events", min=1, help="Two-sample tests: read at most N events per file (seeded uniform subsample; memory ~ 230 B per event)."),
+    perm_events: int = typer.Option(20_000, "--perm-events", min=10, help="Events per sample for the permutation tests (seeded subsample)."),
+    permutations: int = typer.Option(100, "--permutations", min=0, help="Permutations for the p-values of the multivariate tests."),
+    projections: int = typer.Option(64, "--projections", min=1, help="Random 1D projections of the sliced tests."),
+    seed: int = typer.Option(0, "--seed", help="Seed of subsampling, projections and permutations."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Directory to write overlay plots (PNG per object type) into."),
+    top: int = typer.Option(12, "--top", min=1, help="Per-feature rows shown (largest KS first; all in --json)."),
+    force: bool = typer.Option(False, "--force", help=FORCE_HELP),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Compare event samples: two-sample tests of A vs B (per-feature KS/W1, sliced permutation tests) and/or A's per-object summary vs a reference."""
+    from trigger_ml.data import compare as C
+
+    if plots is not None and b is None:
+        raise typer.BadParameter("--plots needs a second file B to overlay", param_hint="--plots")
+    if plots is not None:  # the output guard up front, before any work
+        from trigger_ml.core.artifacts import check_output
+
+        check_output(plots, [a, b], C.STAGE, force)
+    ref = None if reference in (None, "default") else Path(reference)
+    res: dict[str, Any] = {}
+    with _stdout_to_stderr(as_json):
+        if b is None or reference is not None:
+            res["reference"] = [C.compare_to_reference(p, ref, tolerance) for p in ([a] if b is None else [a, b])]
+        if b is not None:
+            _log(as_json)(f"two-sample tests: {a.name} vs {b.name}")
+            res["two_sample"] = C.compare_files(a, b, max_events=max_events, perm_events=perm_events,
+                                                n_projections=projections, n_permutations=permutations, seed=seed)
+            if plots is not None:
+                x = C.load_features(a, perm_events, seed)
+                y = C.load_features(b, perm_events, seed + 1)
+                res["plots"] = [str(p) for p in C.overlay_plots(x, y, plots, (a.stem, b.stem), force=force,
+                                                                 inputs={"a": a, "b": b})]
+    if as_json:
+        _emit_json(res)
+        return
+    f = lambda v, d=3: "-" if v is None else f"{v:.{d}f}"  # noqa: E731
+    for r in res.get("reference", []):
+        out.print(Text.assemble((r["path"], "bold"), f" vs {r['reference']} (tolerance ±{r['tolerance']:.0%})"))
+        t = _table("object", "quantity", "stat", "sample", "reference", "rel. diff", "within")
+        for row in r["rows"]:
+            rel = "-" if row["rel_diff"] is None else f"{row['rel_diff']:+.1%}"
+            _row(t, row["object"], row["quantity"], row["statistic"], f(row["sample"], 2), f(row["reference"], 2), rel,
+                 "yes" if row["within"] else "NO")
+        out.print(t)
+        out.print("all within tolerance" if r["all_within"] else "NOT all within tolerance")
+    ts = res.get("two_sample")
+    if ts:
+        for note in ts["notes"]:
+            console.print(f"note: {note}")
+        m = ts["multivariate"]
+        t = _table("statistic", "value", "permutation p", "null mean")
+        for name in C.STATISTICS:
+            _row(t, name, f(m[name]["value"], 4), f(m[name]["p_value"], 3), f(m[name]["null_mean"], 4))
+        out.print(f"{a.name} ({ts['n_a']:,}) vs {b.name} ({ts['n_b']:,}): {m['n_projections']} projections, "
+                  f"{m['n_permutations']} permutations on {m['n_a']:,} + {m['n_b']:,} events")
+        out.print(t)
+        rows = sorted(ts["features"], key=lambda r: -r["ks"])
+        t = _table("feature", "mean A", "mean B", "KS", "KS p", "W1")
+        for r in rows[:top]:
+            _row(t, r["feature"], f(r["mean_a"]), f(r["mean_b"]), f(r["ks"], 4), f"{r['ks_p_value']:.2g}", f(r["wasserstein"]))
+        out.print(t)
+        if len(rows) > top:
+            out.print(f"({top} of {len(rows)} features, largest KS first; all with --json or --top {len(rows)})")
+    for p in res.get("plots", []):
+        _log(as_json)(f"wrote {p}")
 
 
 @app.command("train", cls=_Command)
@@ -319,7 +395,7 @@ def evaluate_cmd(
     max_events: Optional[int] = typer.Option(None, "--max-events", min=1, help="Read at most N events per file."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """AUC and TPR at FPR 1e-5 / 1e-4 / target rate, float twin vs quantized."""
+    """AUC and TPR at FPR 1e-5 / 1e-4 / target rate, float twin vs quantized, beside the HT / MET / lepton- and object-count baselines on the same events."""
     _quiet_tensorflow()
     from trigger_ml.evaluate import evaluate
 
@@ -342,6 +418,10 @@ def evaluate_cmd(
                 _row(t, sig, k, f"{m['auc']:.4f}", fmt(m["tpr_at_fpr_1e-5"]), fmt(m["tpr_at_fpr_1e-4"]),
                      fmt(m.get("tpr_at_rate", {})), str(m["tpr_at_fpr_1e-4"].get("n_background_above", "-")))
         out.print(f"background: {res['background']} ({res['n_background']:,} events)")
+    for sig, bases in res.get("baselines", {}).items():  # trivial cuts on the same events, beside the model
+        for k, m in bases.items():
+            _row(t, sig, f"baseline {k}", f"{m['auc']:.4f}", fmt(m["tpr_at_fpr_1e-5"]), fmt(m["tpr_at_fpr_1e-4"]),
+                 fmt(m.get("tpr_at_rate", {})), str(m["tpr_at_fpr_1e-4"].get("n_background_above", "-")))
     out.print(t)
 
 
@@ -369,7 +449,11 @@ def convert_cmd(
     flavor: Flavor = typer.Option(Flavor.hls, "--flavor", help="hls (hls4ml project) or verilog/vhdl (da4ml RTL)."),
     backend: Backend = typer.Option(Backend.Vitis, "--backend", help="hls4ml backend (hls flavour)."),
     part: Optional[str] = typer.Option(None, "--part", help="FPGA part (default xcvu13p-flga2577-2-e)."),
-    clock_ns: float = typer.Option(5.0, "--clock-ns", help="Clock period in ns."),
+    clock_ns: Optional[float] = typer.Option(None, "--clock-ns", help="Clock period in ns (default 5; with a budget: the only clock searched)."),
+    clock_mhz: Optional[float] = typer.Option(None, "--clock-mhz", help="Clock frequency in MHz instead of --clock-ns (240 = CMS uGT)."),
+    budget_ns: Optional[float] = typer.Option(None, "--budget-ns", help="Latency budget in ns: pick the cheapest RTL design meeting it (verilog/vhdl; depth measured in Verilator)."),
+    budget_bx: Optional[float] = typer.Option(None, "--budget-bx", help="Latency budget in bunch crossings (25 ns each) instead of --budget-ns."),
+    delay_constraint: int = typer.Option(-1, "--delay-constraint", help="alkaid CMVM adder-depth slack hard_dc (RTL; -1 unconstrained; searched under a budget)."),
     strategy: Strategy = typer.Option(Strategy.Latency, "--strategy", case_sensitive=False,
                                       help="hls4ml strategy (hls flavour): Latency (fully parallel) or Resource (reuses multipliers)."),
     reuse: str = typer.Option("1", "--reuse", help="Reuse factor: N, or per layer 'enc0=2,enc1=4'."),
@@ -386,10 +470,22 @@ def convert_cmd(
     from trigger_ml.firmware.convert import convert_run
     from trigger_ml.firmware.spec import FirmwareSpec
 
-    spec = FirmwareSpec.make(flavor=flavor.value, backend=backend.value, part=part, clock_ns=clock_ns,
+    from trigger_ml.core.errors import ConfigError
+    from trigger_ml.reports.budget import resolve_budget_ns
+
+    if clock_ns is not None and clock_mhz is not None:
+        raise ConfigError("give the clock as --clock-ns or --clock-mhz, not both")
+    if clock_mhz is not None and not clock_mhz > 0:
+        raise ConfigError(f"--clock-mhz must be positive (got {clock_mhz})")
+    clock = clock_ns if clock_ns is not None else (1e3 / clock_mhz if clock_mhz is not None else None)
+    budget = (resolve_budget_ns(budget_ns=budget_ns, budget_bx=budget_bx)
+              if budget_ns is not None or budget_bx is not None else None)
+    spec = FirmwareSpec.make(flavor=flavor.value, backend=backend.value, part=part, clock_ns=5.0 if clock is None else clock,
                              strategy=strategy.value, reuse_factor=FirmwareSpec.parse_reuse(reuse),
                              latency_cutoff=latency_cutoff, threshold=threshold, rate_khz=rate_khz,
-                             bx_rate_hz=bx_rate_mhz * 1e6, score_output=score)
+                             bx_rate_hz=bx_rate_mhz * 1e6, score_output=score, budget_ns=budget,
+                             delay_constraint=delay_constraint,
+                             clocks_mhz=(1e3 / clock,) if clock is not None and budget is not None else None)
     _quiet_tensorflow()  # convert_run checks --out against its inputs before any work
     with _stdout_to_stderr(as_json):
         res = convert_run(run, out_dir, spec, data=data, force=force, log=_log(as_json))
@@ -397,26 +493,64 @@ def convert_cmd(
         _emit_json(res)
 
 
+@app.command("import", cls=_Command)
+def import_cmd(
+    source: Path = typer.Argument(..., help="Model to import: .onnx (ONNX/QONNX), Keras 2 .json (+ _weights.h5) or .h5 (Keras 2 / QKeras / HGQ-1), or an hls4ml project / firmware directory."),
+    out_dir: Path = typer.Option(..., "--out", help="Firmware directory to create (an hls4ml project + IR, like convert)."),
+    precision: Optional[Path] = typer.Option(None, "--precision", help="Per-layer precision config: hls4ml config YAML (Model/LayerName) or {default, layers}."),
+    score: Optional[str] = typer.Option(None, "--score", help="Score output 'name' or 'name[i]' when the model has several output values."),
+    preprocessing: Optional[Path] = typer.Option(None, "--preprocessing", help="Preprocessing JSON (events → model inputs); default: identity."),
+    tb_events: int = typer.Option(1000, "--tb-events", min=1, help="Random events on which the emulator is checked against the C simulation."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing firmware directory."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Bring your own model: import a trained model or deployed hls4ml firmware into a firmware directory."""
+    _quiet_tensorflow()
+    from trigger_ml.importers import import_model
+
+    with _stdout_to_stderr(as_json):
+        res = import_model(source, out_dir, precision=precision, score=score, preprocessing=preprocessing,
+                           force=force, tb_events=tb_events, log=_log(as_json))
+    if as_json:
+        _emit_json(res)
+
+
 @app.command("verify", cls=_Command)
 def verify_cmd(
-    run: Path = typer.Argument(..., help="Trained model artifact directory."),
-    events: Path = typer.Option(..., "--events", help="Events file (ADC2021 layout)."),
+    ctx: typer.Context,
+    run: Path = typer.Argument(..., help="Trained model artifact directory, or a firmware directory from `import`/`convert` (checked on its own)."),
+    events: Optional[Path] = typer.Option(None, "--events", help="Events file (ADC2021 layout); required for a training run."),
     hls_dir: Optional[Path] = typer.Option(None, "--hls", help="hls4ml firmware directory (from convert)."),
     rtl_dir: Optional[Path] = typer.Option(None, "--rtl", help="RTL directory (from convert --flavor verilog)."),
-    n_events: int = typer.Option(100_000, "--n-events", min=1, help="Number of events of --events to compare."),
+    n_events: int = typer.Option(100_000, "--n-events", min=1, help="Number of events (or --inputs rows) to compare."),
+    inputs: Optional[Path] = typer.Option(None, "--inputs", help="Firmware directory only: model inputs, an (n, features) float .npy array, instead of --events."),
+    n_random: Optional[int] = typer.Option(None, "--random", min=1, help="Firmware directory only: N seeded random inputs (a third overflowing the input type) instead of --events."),
+    seed: int = typer.Option(20261201, "--seed", help="Seed of the --random inputs."),
     signals: list[Path] = typer.Option([], "--signals", help="Signal files for the TPR shift (optional)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Write the JSON report here."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Cross-check float, quantized Keras, C-sim, emulator, da4ml and RTL simulation; localize mismatches."""
+    """Cross-check float, quantized Keras, C-sim, emulator, da4ml and RTL simulation; localize mismatches.
+
+    A firmware directory (from `import`) is checked on its own: emulator vs C-sim (and its Keras model)
+    on --events, --inputs X.npy or --random N, with the overflow report."""
     _quiet_tensorflow()
-    from trigger_ml.verify import verify, write_report
+    from trigger_ml.emulate.emulator import firmware_plan_warning
+    from trigger_ml.verify import firmware_stage, verify, write_report
+
+    is_fw = firmware_stage(run) is not None
+    if not is_fw and events is None and inputs is None and n_random is None:  # a training run needs --events
+        ctx.fail("Missing option '--events' (a training run is verified on events).")
+    fw_dir = run if is_fw else hls_dir
+    plan_warning = firmware_plan_warning(fw_dir) if fw_dir is not None else None
+    if plan_warning:  # one line if some layer runs on the slower reference path
+        console.print(plan_warning, highlight=False)
 
     with _stdout_to_stderr(as_json):
         res = verify(run, events, hls_dir=hls_dir, rtl_dir=rtl_dir, n_events=n_events, signals=signals,
-                     log=_log(as_json))
+                     inputs=inputs, n_random=n_random, seed=seed, log=_log(as_json))
         if report:
-            write_report(res, report)
+            write_report(res, report, inputs=(inputs,) if inputs else ())
     if as_json:
         _emit_json(res)
     else:
@@ -430,6 +564,16 @@ def verify_cmd(
             q = res["quantized_vs_float"]
             out.print(f"quantized vs float: pearson {q['pearson']:.4f}, spearman {q['spearman']:.4f}, "
                       f"KS {q['ks_statistic']:.4f} (p={q['ks_pvalue']:.2g}), sliced W1 {q['sliced_wasserstein']:.4g}")
+        if "keras_vs_csim" in res:  # an imported Keras model whose outputs are not quantized (float softmax)
+            q = res["keras_vs_csim"]
+            out.print(f"Keras vs C-sim (statistical: {q['note']}): pearson {q['pearson']:.4f}, KS {q['ks_statistic']:.4f}, "
+                      f"max |diff| {q['max_abs_diff']:.3g}", highlight=False)
+        if "input_source" in res:  # a firmware directory: which inputs, which C simulation, the overflow report
+            ov = res["overflow"]
+            out.print(f"inputs: {res['input_source']['note']}; C simulation: {res['csim']}", highlight=False)
+            out.print(f"overflow report ({ov['n_events']:,} inputs): {ov['values']:,} values wrapped/saturated"
+                      + "".join(f"; {k}: " + ", ".join(f"{s} {c:,}" for s, c in v.items() if c)
+                                for k, v in ov["layers"].items()), highlight=False)
         if "localization" in res:
             loc = res["localization"]
             out.print(Text.assemble(("mismatch", "red"),
@@ -478,6 +622,11 @@ def emulate_cmd(
         out_file = check_output(out_file, [firmware, *background, *signals, catalog], MENU_STAGE, force, kind="file")
     if firmware.is_dir() and not (firmware / RTL_MANIFEST_FILE).is_file():  # an hls4ml project loads Keras
         _quiet_tensorflow()
+    from trigger_ml.emulate.emulator import firmware_plan_warning
+
+    plan_warning = firmware_plan_warning(firmware)  # one line if some layer runs on the slower reference path
+    if plan_warning:
+        console.print(plan_warning, highlight=False)
     with _stdout_to_stderr(as_json), _progress() as prog:
         tasks: dict[str, int] = {}
 
@@ -488,6 +637,8 @@ def emulate_cmd(
 
         res = emulate(firmware, background, signals, menu_khz=menu_khz, bx_rate_hz=bx_rate_mhz * 1e6,
                       catalog=catalog, scheduler=scheduler, chunk_size=chunk_size, force=force, progress=cb)
+        if plan_warning:
+            res["emulator_warning"] = plan_warning
         if out_file is not None:
             write_json_atomic(out_file, {"stage": MENU_STAGE, **_jsonable(res)}, indent=2)
     if as_json:
@@ -527,6 +678,29 @@ def _emulate_table(res: dict) -> Table:
         _row(t, wp, f"{th['value']:.6g}", _interval(th["rate_khz"], th.get("rate_interval_khz_68"), ".2f"),
              f"{row['pure_rate_khz']:.2f}", *cells)
     return t
+
+
+@app.command("export-emulator", cls=_Command)
+def export_emulator_cmd(
+    firmware: Path = typer.Argument(..., help="hls4ml firmware directory from convert (holds firmware_model.json)."),
+    out_dir: Path = typer.Option(..., "--out", help="Directory to write the C++ emulator into."),
+    name: Optional[str] = typer.Option(None, "--name", help="Library / class name (default: the model's name); CMSSW loads NAME.so."),
+    ap_types: Optional[Path] = typer.Option(None, "--ap-types", help="Default AP_TYPES of the Makefile (default: the ap_types headers hls4ml ships)."),
+    force: bool = typer.Option(False, "--force", help="Replace an earlier export in --out."),
+    as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
+) -> None:
+    """Export the firmware as C++ for CMSSW: an hls4mlEmulator::Model (straight-line bit-exact integer code) and a Makefile."""
+    from trigger_ml.emulate.export_cpp import export_cpp
+
+    with _stdout_to_stderr(as_json):
+        res = export_cpp(firmware, out_dir, name=name, force=force, ap_types_dir=ap_types)
+    if as_json:
+        _emit_json(res)
+        return
+    out.print(f"C++ emulator of {firmware} written to {res['path']}: class {res['class']} "
+              f"(input_t {res['input_t']}[{res['n_input']}], result_t {res['result_t']}[{res['n_output']}], "
+              f"{res['statements']:,} statements)")
+    out.print(f"build: make -C {res['path']} EMULATOR_INCLUDE=<dir of CMSSW's hls4ml/emulator.h>  → {res['library']}")
 
 
 _MEASURE_TOOL = {"resources": "yosys synth_xilinx", "latency": "Verilator"}
@@ -619,14 +793,19 @@ def report_cmd(
     part: Optional[str] = typer.Option(None, "--part", help="FPGA part for resource percentages (e.g. xcvu13p)."),
     signals: list[Path] = typer.Option([], "--signals", help="Signal files for ROC/score plots (repeat the option)."),
     background: Optional[Path] = typer.Option(None, "--background", help="Held-out background for the physics metrics (default: the model's unused training events)."),
+    rate_khz: Optional[float] = typer.Option(None, "--rate-khz", help="Trigger rate of the TPR column in kHz (default: the rate the firmware's threshold was calibrated to, else 10)."),
+    menu: Optional[str] = typer.Option(None, "--menu", help="Working points NAME=RATE_KHZ,... of the menu table (default: the emulate stage's menu), as `trigger-ml emulate --menu`."),
+    ensemble: list[Path] = typer.Option([], "--ensemble", help="Other training seeds of the model (runs or a `train --seeds k` directory; repeat): the physics table gets mean ± std over the seeds. Seeds found under PATH join automatically."),
     measure: Optional[bool] = typer.Option(None, "--measure/--no-measure", hidden=True,
                                            help="Ignored: the report only reads; use `trigger-ml measure`."),
     force: bool = typer.Option(False, "--force", help="Replace an existing report directory."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Latency/resource table from three sources (vendor, measurements.json, estimates), budget verdict, plots.
+    """Latency/resource table from three sources (vendor, measurements.json, estimates), budget verdict, plots;
+    with --signals: efficiencies, ROC curves with bands, the firmware's threshold and the working-point menu.
 
-    Reads only: measured figures come from `trigger-ml measure` (measurements.json)."""
+    Reads only: measured figures come from `trigger-ml measure` (measurements.json); the menu is
+    the one `trigger-ml emulate` computes on the same files."""
     # every input is checked before any work: a broken input is a one-line error, not a note in the HTML
     if not path.exists():
         raise TriggerMLError(f"{path}: not found; give a run, a firmware directory or a parent holding them")
@@ -641,6 +820,17 @@ def report_cmd(
         _check_events_file(s, "--signals")
     if background is not None:
         _check_events_file(background, "--background")
+    for e in ensemble:
+        if not e.is_dir():
+            raise TriggerMLError(f"--ensemble {e}: not a directory; give a model run or a `trigger-ml train --seeds k` output")
+    from trigger_ml.trigger.run import parse_menu
+
+    menu_khz = parse_menu(menu) if menu is not None else None
+    if rate_khz is not None:
+        from trigger_ml.core.constants import BX_RATE_HZ
+        from trigger_ml.evaluate import check_rates
+
+        check_rates(rate_khz, BX_RATE_HZ)
     from trigger_ml.reports.render import report_destination  # the one output guard (never inside what it reads)
 
     dest = report_destination(path, out_dir, signals=signals, background=background, force=force)
@@ -654,7 +844,8 @@ def report_cmd(
         console.print("note: `report --measure` no longer measures; run `trigger-ml measure FIRMWARE_DIR` first")
     with _stdout_to_stderr(as_json):
         rep = collect_report(path, budget_ns=budget_ns, budget_bx=budget_bx, part=part, signals=signals,
-                             background=background, log=_log(as_json))
+                             background=background, target_rate_khz=rate_khz, menu_khz=menu_khz, ensemble=ensemble,
+                             log=_log(as_json))
         dest = write_report(rep, dest, force=force, inputs=[*signals, background])
     if as_json:
         doc: dict[str, Any] = {"report": str(dest), "files": sorted(p.name for p in Path(dest).iterdir())}
@@ -676,30 +867,51 @@ def scan_cmd(
     epochs: Optional[int] = typer.Option(None, "--epochs", min=1, help="Override the training epochs of every point."),
     max_events: Optional[int] = typer.Option(None, "--max-events", min=1, help="Override the training events of every point."),
     flavor: Optional[str] = typer.Option(None, "--flavor", help="verilog (da4ml, default) or hls."),
+    clock_ns: Optional[float] = typer.Option(None, "--clock-ns", help="Clock period of every point in ns (default: settings.clock_ns, 5 ns); a point's latency in ns is its cycles x this clock."),
+    budget_ns: Optional[float] = typer.Option(None, "--budget-ns", help="Latency budget in ns: each point's verdict, the budget line and the best point in budget (or settings.budget_ns)."),
+    budget_bx: Optional[float] = typer.Option(None, "--budget-bx", help="Latency budget in bunch crossings of 25 ns (instead of --budget-ns)."),
     restart: bool = typer.Option(False, "--restart", help="Discard results of a different setup in OUT."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
-    """Grid/random design-space scan on Dask; streams a resumable results table and draws the Pareto front."""
+    """Grid/random design-space scan on Dask; streams a resumable results table and draws the Pareto front.
+
+    With a latency budget every point gets a verdict (meets_budget, slack, the clock used) and the
+    best point meeting the budget is named (table, pareto.json, starred in pareto.png)."""
     _quiet_tensorflow()
     from trigger_ml.scan import load_scan_config, pareto_front, run_scan
 
+    if budget_ns is not None and budget_bx is not None:
+        raise TriggerMLError("give the latency budget as --budget-ns or --budget-bx, not both")
     with _stdout_to_stderr(as_json), _progress() as prog:
         task = prog.add_task("scan points", total=None)
         df = run_scan(load_scan_config(config), out_dir, background=background, signals=signals or None,
                       scheduler=None if scheduler == "none" else scheduler, n_workers=workers, epochs=epochs,
-                      max_events=max_events, flavor=flavor, restart=restart, log=_log(as_json),
+                      max_events=max_events, flavor=flavor, clock_ns=clock_ns, budget_ns=budget_ns, budget_bx=budget_bx,
+                      restart=restart, log=_log(as_json),
                       progress=lambda done, total, row: prog.update(task, completed=done, total=total))
     ok = df[df["status"] == "ok"] if "status" in df else df
     front = pareto_front(ok) if len(ok) else None
-    cols = [c for c in ("key", "tpr", "auc", "luts", "latency_ns") if front is not None and c in front]
+    cols = [c for c in ("key", "tpr", "auc", "luts", "latency_ns", "clock_ns", "meets_budget", "budget_slack_ns")
+            if front is not None and c in front]
+    try:
+        budget = json.loads((Path(out_dir) / "pareto.json").read_text(encoding="utf-8")).get("budget")
+    except (OSError, ValueError):
+        budget = None
     if as_json:
         _emit_json({"out": str(out_dir), "points": len(df), "ok": len(ok),
                     "results": str(Path(out_dir) / "results.parquet"), "pareto_plot": str(Path(out_dir) / "pareto.png"),
-                    "pareto_front": [] if front is None else front.to_dict(orient="records")})
+                    "pareto_front": [] if front is None else front.to_dict(orient="records"), "budget": budget})
         return
     out.print(f"{len(ok)}/{len(df)} points ok; results in {out_dir}/results.parquet, front in {out_dir}/pareto.png")
     if front is not None:
         out.print(front[cols].to_string(index=False))
+    if budget:
+        b = budget["best"]
+        out.print(f"latency budget {budget['budget_ns']:g} ns ({budget['budget_bx']:g} BX): {budget['n_meeting']} of "
+                  f"{budget['n_with_latency']} points meet it; "
+                  + (f"best in budget: {b['key']} (TPR {b.get('tpr') if b.get('tpr') is not None else b.get('auc')}, "
+                     f"{b.get('luts')} LUT, {b.get('latency_cycles')} cycles x {b.get('clock_ns')} ns = "
+                     f"{b.get('latency_ns')} ns, {b.get('latency_source')})" if b else "no point meets it"))
 
 
 @app.command("demo", cls=_Command)
@@ -710,6 +922,7 @@ def demo(
     full: bool = typer.Option(False, "--full", help="Also train the ADC DNN autoencoder."),
     quick: bool = typer.Option(False, "--quick", help="Reduced sizes (CI smoke run)."),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Run yosys synthesis (minutes on big designs)."),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Train the flagship with k training seeds: metrics.json and the report carry the mean ± std over them (1: the spread is not measured)."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:
     """Run the end-to-end job on the embedded synthetic dataset."""
@@ -719,21 +932,40 @@ def demo(
     _require_new(out_dir, force)
     kw = dict(n_background=40_000, n_signal=4_000, epochs=1, n_train=20_000, n_verify=20_000) if quick else {}
     with _stdout_to_stderr(as_json):
-        m = run_demo(out_dir, seed=seed, force=force, full=full, measure=measure, log=_log(as_json), **kw)
+        m = run_demo(out_dir, seed=seed, force=force, full=full, measure=measure, seeds=seeds, log=_log(as_json), **kw)
     if as_json:
         _emit_json({"out": str(out_dir), "metrics": m})
         return
-    t = _table("signal", "AUC float", "AUC firmware", "TPR@1e-5 float", "TPR@1e-5 firmware")
+    t = _table("signal", "AUC float", "AUC firmware", "TPR@1e-5 float", "TPR@1e-5 firmware", "best baseline (AUC, TPR@1e-5)")
     f = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     for s in m["auc"]:
+        bases = m.get("baselines", {}).get(s) or {}
+        bb = max(bases, key=lambda k: bases[k]["auc"], default=None)
         _row(t, s, f(m["auc"][s]["float"]), f(m["auc"][s]["firmware"]), f(m["tpr_at_fpr_1e-5"][s]["float"]),
-             f(m["tpr_at_fpr_1e-5"][s]["firmware"]))
+             f(m["tpr_at_fpr_1e-5"][s]["firmware"]),
+             f"{bb} {bases[bb]['auc']:.4f}, {f(bases[bb]['tpr_at_fpr_1e-5'])}" if bb else "—")
     out.print(t)
+    st = m.get("statistics") or {}
+    for name, q in (st.get("fpr") or {}).items():
+        if not q["quoted"]:
+            out.print(f"TPR at FPR {name} not quoted: {q['reason']} (held-out background: {st['background']})")
+    sp = m.get("seed_spread") or {}
+    if sp and not sp.get("measured"):
+        out.print(f"seed spread: {sp.get('reason')}")
+    elif sp:
+        ms = lambda d: "n/a" if d["mean"] is None else f"{d['mean']:.4f} ± {d['std']:.4f}"  # noqa: E731
+        out.print(f"seed spread over {sp['n_seeds']} training seeds, AUC (quantized): " + ", ".join(
+            f"{s} {ms(v['quantized']['auc'])}" for s, v in sp["signals"].items() if "quantized" in v))
     out.print("mismatches: " + ", ".join(f"{k} {v}" for k, v in m["mismatches"].items()))
     out.print(f"emulator {m['emulator_events_per_s']['value']:,} events/s; latency {m['latency_cycles']['value']} cycles = "
-              f"{m['latency_ns']['value']} ns ({m['latency_ns']['source']}); LUT {m['luts']['value']}, FF {m['ffs']['value']}, "
+              f"{m['latency_ns']['value']:.1f} ns ({m['latency_ns']['source']}); LUT {m['luts']['value']:.0f}, FF {m['ffs']['value']}, "
               f"DSP {m['dsps']['value']} ({m['luts']['source']})")
     out.print(f"demo written to {out_dir} in {m['timings_s']['total']} s")
+    b = m.get("latency_budget")
+    if b:
+        out.print(f"latency budget {b['budget_bx']:g} BX ({b['budget_ns']:g} ns): {b['verdict']} — {b['stages']} stages × "
+                  f"{1e3 / b['clock_mhz']:.3f} ns ({b['clock_mhz']:g} MHz) = {b['latency_ns']:.1f} ns ({b['source']}); "
+                  f"worst stage {b['worst_stage_ns']['value']:.2f} ns (estimate; Vivado timing closure confirms the clock)")
 
 
 # ---------------------------------------------------------------- entry point: the exit-code contract

@@ -19,7 +19,19 @@ Report layout (every section is either ``{"status": "ok", ...}`` or
       "inputs":        {"run", "hls", "rtl", "notes": [...]},
       "model":         name, kind, config summary, EBOPs figure, training figures
       "metrics":       per signal and per model (float / quantized / firmware): AUC, TPR at
-                       FPR 1e-5 / 1e-4 / target rate; ROC curves and score histograms for plots
+                       FPR 1e-5 / 1e-4 / target rate (default: the rate the firmware was calibrated
+                       to), quoted only with >= 10/FPR held-out background events, with Clopper-Pearson
+                       and bootstrap (threshold uncertainty included) 68 % intervals; "baselines": HT,
+                       MET, lepton and object count on the same events; "tail_composition": the
+                       background processes above each working point; "ensemble": mean ± std over
+                       training seeds (or why not measured); ROC curves with Clopper-Pearson bands and
+                       score histograms for plots
+      "firmware_threshold": the threshold the firmware was built with (value, raw, score type) and
+                       the rate it was calibrated to (the HLS manifest, cross-checked with the IR)
+      "menu":          the working-point menu, exactly `trigger-ml emulate` on the same files:
+                       threshold (score and raw), rate and pure rate in kHz, efficiency per signal,
+                       each with its Clopper-Pearson 68 % interval; the firmware threshold's rate here
+      "physics_command": (without signal files) the command that adds the physics section
       "implementation": {"figures": [{flavour, figure, value, unit, source, kind}, ...],
                          "table":   [{flavour, figure, unit, parsed: [...], measured: [...],
                                       estimated: [...]}, ...],      # three sources side by side
@@ -72,7 +84,8 @@ DEFAULT_CLOCK_NS = 5.0
 RESOURCE_FIGURES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM", "CARRY")
 _BUDGET_RESOURCES = ("LUT", "FF", "DSP", "BRAM_18K", "URAM")
 
-__all__ = ["collect_report", "discover", "absent", "REPORT_FORMAT", "REPORT_VERSION"]
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "absent", "collect_report", "discover", "firmware_threshold",
+           "physics_command", "trigger_menu"]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -151,8 +164,15 @@ def discover(path: str | os.PathLike) -> dict[str, Any]:
     chosen: dict[str, Path | None] = {}
     for k, lst in found.items():
         chosen[k] = lst[0] if lst else None
+        if k == "run" and len(lst) > 1:  # several runs: the one the firmware was converted from, if recorded
+            for fw in [*found["hls"][:1], *found["rtl"][:1]]:
+                src_run = _firmware_source_run(fw)
+                hit = next((r for r in lst if src_run is not None and r.resolve() == src_run.resolve()), None)
+                if hit is not None:
+                    chosen[k] = hit
+                    break
         if len(lst) > 1:
-            notes.append(f"several {k} directories found ({', '.join(str(p) for p in lst)}); using {lst[0]}")
+            notes.append(f"several {k} directories found ({', '.join(str(p) for p in lst)}); using {chosen[k]}")
     for fw in ("hls", "rtl"):
         if chosen[fw] is None or chosen["run"] is not None:
             continue
@@ -174,7 +194,39 @@ def discover(path: str | os.PathLike) -> dict[str, Any]:
             f"{root}: no model run (manifest.json stage 'train'), hls4ml project or RTL project "
             "(rtl_manifest.json) found here or three levels below"
         )
-    return {**chosen, "notes": notes}
+    return {**chosen, "runs": found["run"], "notes": notes}
+
+
+def _firmware_source_run(fw: Path) -> Path | None:
+    """The model run a firmware directory records (``source_run.json`` or its manifest's model input)."""
+    src = _read_json(fw / SOURCE_RUN_FILE) or {}
+    if src.get("run"):
+        return Path(src["run"])
+    man = _read_json(fw / MANIFEST_FILE) or {}
+    model_path = ((man.get("inputs") or {}).get("model") or {}).get("path")
+    return Path(model_path).parent if model_path else None
+
+
+def ensemble_members(main_run: Path | None, runs: Sequence[Path]) -> list[Path]:
+    """The other training seeds of ``main_run``'s model among ``runs``: runs of the same model
+    config (name and kind) with a different seed, sorted by path."""
+    if main_run is None:
+        return []
+
+    def key(r: Path) -> tuple[Any, Any, Any] | None:
+        man = _read_json(Path(r) / MANIFEST_FILE) or {}
+        cfg = man.get("config") or {}
+        return (cfg.get("name"), cfg.get("kind"), cfg.get("seed", man.get("seed")))
+
+    k0 = key(main_run)
+    out = []
+    for r in runs:
+        if Path(r).resolve() == Path(main_run).resolve():
+            continue
+        k = key(r)
+        if k is not None and k[:2] == k0[:2] and k[2] != k0[2]:
+            out.append(Path(r))
+    return sorted(out)
 
 
 def _fig(flavour: str, figure: str, value: Any, unit: str, source: str, kind: str, note: str | None = None) -> dict:
@@ -254,23 +306,41 @@ def _model_section(run: Path | None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- metrics
 
 
-def _roc_points(bkg: np.ndarray, sig: np.ndarray, max_points: int = 300) -> dict[str, list[float]]:
+#: the uncertainty band of the ROC curves
+ROC_BAND = "Clopper-Pearson 68 % interval per point (binomial: signal events above the threshold for the TPR, " \
+           "background events above it for the FPR; trigger_ml.core.metrics.clopper_pearson)"
+
+
+def _roc_points(bkg: np.ndarray, sig: np.ndarray, max_points: int = 300) -> dict[str, Any]:
+    """ROC points (sklearn ``roc_curve``, thinned to about ``max_points`` spread evenly in log FPR)
+    with a Clopper-Pearson 68 % band per point: ``tpr_lo``/``tpr_hi`` from the number of signal
+    events above the threshold, ``fpr_lo``/``fpr_hi`` from the number of background events above it."""
     from sklearn.metrics import roc_curve
 
-    y = np.r_[np.zeros(len(bkg)), np.ones(len(sig))]
+    from trigger_ml.core.metrics import clopper_pearson_array
+
+    n_b, n_s = len(bkg), len(sig)
+    y = np.r_[np.zeros(n_b), np.ones(n_s)]
     fpr, tpr, _ = roc_curve(y, np.r_[bkg, sig])
     if len(fpr) > max_points:
         keep = np.unique(np.r_[0, np.round(np.geomspace(1, len(fpr) - 1, max_points)).astype(int), len(fpr) - 1])
         fpr, tpr = fpr[keep], tpr[keep]
-    return {"fpr": fpr.tolist(), "tpr": tpr.tolist()}
+    k_s = np.rint(tpr * n_s).astype(np.int64)  # roc_curve's rates are counts / n: exact back to counts
+    k_b = np.rint(fpr * n_b).astype(np.int64)
+    t_lo, t_hi = clopper_pearson_array(k_s, n_s)
+    f_lo, f_hi = clopper_pearson_array(k_b, n_b)
+    return {"fpr": fpr.tolist(), "tpr": tpr.tolist(), "tpr_lo": t_lo.tolist(), "tpr_hi": t_hi.tolist(),
+            "fpr_lo": f_lo.tolist(), "fpr_hi": f_hi.tolist(), "n_background": n_b, "n_signal": n_s,
+            "band": ROC_BAND}
 
 
-def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60) -> dict[str, Any]:
+def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60, marks: Sequence[float] = ()) -> dict[str, Any]:
     """Score histograms of several models (``{model: {class: scores}}``) on common bin edges.
 
     Scores that are (almost all) positive - squared reconstruction errors - get logarithmic bins
     from the 0.1 % quantile to the maximum (``log_x``); otherwise linear bins over the 0.1-99.9 %
-    quantiles. Values outside the range are counted in the first / last bin.
+    quantiles. The range is widened to hold every value of ``marks`` (the thresholds drawn on the
+    plot). Values outside the range are counted in the first / last bin.
     """
     allv = np.concatenate([np.asarray(v, np.float64).ravel() for d in samples.values() for v in d.values()])
     allv = allv[np.isfinite(allv)]
@@ -278,13 +348,20 @@ def _histogram(samples: dict[str, dict[str, np.ndarray]], bins: int = 60) -> dic
         allv = np.zeros(1)
     pos = allv[allv > 0]
     log_x = bool(len(pos) and (len(pos) >= 0.99 * len(allv)) and pos.max() > 20 * np.quantile(pos, 0.001))
+    marks = [float(m) for m in marks if m is not None and math.isfinite(float(m))]
     if log_x:
         lo, hi = float(np.quantile(pos, 0.001)), float(pos.max())
+        pm = [m for m in marks if m > 0]
+        if pm:
+            lo, hi = min(lo, min(pm) / 1.2), max(hi, max(pm) * 1.2)
         edges = np.geomspace(lo, hi * (1 + 1e-9), bins + 1)
     else:
         lo, hi = (float(v) for v in np.quantile(allv, [0.001, 0.999]))
         if not hi > lo:
             lo, hi = float(allv.min()) - 0.5, float(allv.max()) + 0.5
+        if marks:
+            pad = 0.03 * (max(hi, *marks) - min(lo, *marks))
+            lo, hi = min(lo, min(marks) - pad), max(hi, max(marks) + pad)
         edges = np.linspace(lo, hi, bins + 1)
     lo, hi = float(edges[0]), float(edges[-1])
     return {
@@ -310,19 +387,125 @@ def _firmware_scorer(fw: Path | None) -> tuple[Callable[[np.ndarray], np.ndarray
     return scorer.values_of_inputs, ""
 
 
+BASELINE_TEXT = {"ht": "HT (scalar sum of jet pT)", "met": "MET", "n_leptons": "lepton count (e/γ + μ)",
+                 "n_objects": "object count (e/γ + μ + jets)"}
+#: the FPR working points of the tail composition (besides the target rate and the menu's thresholds)
+TAIL_FPRS = (1e-5, 1e-4)
+
+
+def _process_names() -> dict[int, str]:
+    from trigger_ml.data.synth import PROCESS_CODES
+
+    return {v: k for k, v in PROCESS_CODES.items()}
+
+
+def _process_labels(path: Path, start: int, stop: int) -> tuple[np.ndarray | None, str]:
+    """The per-event ``process`` codes of the background events ``[start, stop)``, or (None, why not)."""
+    import h5py
+
+    from trigger_ml.data.adc2021 import read_extra
+
+    try:
+        with h5py.File(path, "r") as f:
+            has = "process" in f
+    except OSError as err:
+        return None, f"{path}: {_reason(err)}"
+    if not has:
+        return None, (f"{path} carries no per-event 'process' dataset (real data, or events not written by "
+                      "`trigger-ml data generate`): the composition of the background tail is unknown")
+    return read_extra(path, "process", start, stop), ""
+
+
+def tail_composition_section(bkg_sorted: dict[str, Any], bkg: dict[str, np.ndarray], labels: np.ndarray | None,
+                             why: str, fprs: Sequence[float], rate_khz: float | None, bx_rate_hz: float,
+                             firmware_points: dict[str, float] | None = None) -> dict[str, Any]:
+    """Per model, which background processes make up the events above each working point: the
+    thresholds of FPR ``fprs`` and of the target rate (quoted only where 10/FPR background events
+    support them, as the TPRs), and the firmware's menu thresholds (``name -> score``, rule score > value)."""
+    from trigger_ml.core.metrics import background_shortfall, tail_composition
+
+    if labels is None:
+        return absent(why)
+    names = _process_names()
+    points: list[tuple[str, float]] = [(f"FPR {f:g}", f) for f in fprs]
+    if rate_khz:
+        points.append((f"{rate_khz:g} kHz", rate_khz * 1e3 / bx_rate_hz))
+    out: dict[str, Any] = {}
+    for model, b in bkg_sorted.items():
+        rows: dict[str, Any] = {}
+        for label, fpr in points:
+            short = background_shortfall(b.n, fpr)
+            if short is not None:
+                rows[label] = {"fpr_target": fpr, "threshold": None, "reason": short}
+                continue
+            ok = b.n_ge / b.n <= fpr
+            j0 = int(np.argmax(ok)) if ok.any() else len(b.values)
+            if j0 >= len(b.values):
+                rows[label] = {"fpr_target": fpr, "threshold": None, "reason": "no background event passes"}
+                continue
+            rows[label] = {"fpr_target": fpr} | tail_composition(bkg[model], labels, float(b.values[j0]), names=names)
+        if model == "firmware" and firmware_points:
+            for wp, thr in firmware_points.items():
+                rows[f"menu {wp}"] = tail_composition(bkg[model], labels, thr, strict=True, names=names)
+        out[model] = rows
+    return {"status": "ok", "models": out, "n_events": int(len(labels)),
+            "note": "background events above each working point by generated process; FPR points quoted only where "
+                    ">= 10/FPR background events support them, as the TPRs"}
+
+
+def _ensemble_section(main_run: Path, main_per_signal: dict[str, Any], others: Sequence[Path], signals: Sequence[Path],
+                      background: Path | None, max_events: int | None, target_rate_khz: float | None) -> dict[str, Any]:
+    """Mean ± std over training seeds of AUC and TPRs (float twin and quantized model), each run on its
+    held-out background (:func:`trigger_ml.evaluate.evaluate_artifact`; the main run's figures reused)."""
+    from trigger_ml.core.metrics import mean_std
+    from trigger_ml.evaluate import evaluate_artifact
+
+    if not others:
+        return absent("one training seed: the seed-to-seed spread is not measured (train an ensemble with "
+                      "`trigger-ml train --seeds k` or `trigger-ml demo --seeds k`)")
+    per_run: dict[str, dict[str, Any]] = {str(main_run): {s: {k: v for k, v in m.items() if k in ("float", "quantized")}
+                                                          for s, m in main_per_signal.items()}}
+    for r in others:
+        res = evaluate_artifact(r, list(signals), background, max_events=max_events, target_rate_khz=target_rate_khz,
+                                baselines=False)
+        per_run[str(r)] = res["signals"]
+    keys = ("auc", "tpr_at_fpr_1e-5", "tpr_at_fpr_1e-4", "tpr_at_rate")
+    val = lambda m, k: m.get(k) if k == "auc" else (m.get(k) or {}).get("tpr")
+    agg: dict[str, Any] = {}
+    for sig in main_per_signal:
+        agg[sig] = {}
+        for kind in ("float", "quantized"):
+            rows = [pr[sig][kind] for pr in per_run.values() if kind in pr.get(sig, {})]
+            if rows:
+                agg[sig][kind] = {k: mean_std([val(r, k) for r in rows]) for k in keys}
+    return {"status": "ok", "runs": list(per_run), "n_runs": len(per_run), "signals": agg,
+            "per_run": {r: {s: {k: {kk: val(m, kk) for kk in keys} for k, m in v.items()} for s, v in sig.items()}
+                        for r, sig in per_run.items()},
+            "note": "mean ± standard deviation (ddof=1) over training seeds; a TPR a run cannot quote (too few "
+                    "background events) is left out of its mean"}
+
+
 def trigger_metrics(
     run: Path | None, fw: Path | None, signals: Sequence[Path], background: Path | None,
-    max_events: int | None, target_rate_khz: float | None,
+    max_events: int | None, target_rate_khz: float | None, *, marks: Sequence[float] = (),
+    working_points: dict[str, float] | None = None, ensemble: Sequence[Path] = (), baselines: bool = True,
 ) -> dict[str, Any]:
     """Physics of the trigger per signal for the float twin, the quantized model and the firmware
-    (``fw``: any firmware directory): AUC, TPR at FPR 1e-5/1e-4 and at ``target_rate_khz``, ROC
-    points and score histograms, on the model's held-out background (the one held-out rule). The
-    demo's ``metrics.json`` and the report both come from this function."""
+    (``fw``: any firmware directory): AUC, TPR at FPR 1e-5/1e-4 and at ``target_rate_khz`` (quoted
+    only where 10/FPR background events support them; 68 % Clopper-Pearson and bootstrap intervals,
+    :func:`trigger_ml.core.metrics.signal_metrics`), ROC points and score histograms, on the model's
+    held-out background (the one held-out rule). Beside them (``baselines``) the trivial cuts of
+    :mod:`trigger_ml.data.baselines` (HT, MET, lepton and object counts) on the same events; the
+    per-process composition of the background tail at each working point (``working_points``:
+    the firmware menu's thresholds, name -> score); and with ``ensemble`` (other training seeds of
+    the same model) mean ± std over the seeds. The demo's ``metrics.json`` and the report both come
+    from this function. ``marks``: score values (thresholds) the histograms' range must hold."""
     if not signals:
-        return absent("no signal files given (pass --signals FILE.h5 to `trigger-ml report`, or signals=[...] to collect_report, to evaluate the trigger performance)")
+        return absent("no signal files given (pass --signals FILE.h5 to `trigger-ml report`, or signals=[...] to "
+                      "collect_report, to evaluate the trigger performance)")
     if run is None:
         return absent("physics metrics need the model run directory (preprocessing and Keras models)")
-    from trigger_ml.core.metrics import BX_RATE_HZ, signal_metrics
+    from trigger_ml.core.metrics import BX_RATE_HZ, SortedScores, signal_metrics
     from trigger_ml.evaluate import _scores, check_rates, check_signal_files
     from trigger_ml.train import load_artifact
 
@@ -354,6 +537,8 @@ def trigger_metrics(
         notes.append(f"firmware scores unavailable: {why}")
 
     bkg = {k: f(xb) for k, f in models.items()}
+    del xb
+    bsorted = {k: SortedScores(v) for k, v in bkg.items()}  # sorted once, shared by every signal and FPR
     agreement = None
     if "firmware" in bkg:
         d = np.abs(bkg["firmware"] - bkg["quantized"])
@@ -363,8 +548,16 @@ def trigger_metrics(
             "max_abs_difference": float(d.max()) if len(d) else None,
             "note": "background scores of the bit-exact firmware emulator vs the Keras quantized model",
         }
+    base_b = None
+    if baselines:
+        from trigger_ml.data.baselines import baseline_scores_file
+
+        base_b = baseline_scores_file(ho.path, ho.start, ho.stop)
+        base_sorted = {k: SortedScores(v) for k, v in base_b.items()}
     per_signal: dict[str, Any] = {}
+    per_base: dict[str, Any] = {}
     curves: dict[str, Any] = {}
+    base_curves: dict[str, Any] = {}
     hists: dict[str, Any] = {}
     for s in signals:
         s = Path(s)
@@ -372,25 +565,171 @@ def trigger_metrics(
         name = s.stem
         sig = {k: f(xs) for k, f in models.items()}
         per_signal[name] = {
-            k: signal_metrics(bkg[k], sig[k], target_rate_khz, BX_RATE_HZ) | {"n_signal": len(xs), "source": sources[k]}
+            k: signal_metrics(bsorted[k], sig[k], target_rate_khz, BX_RATE_HZ) | {"n_signal": len(xs), "source": sources[k]}
             for k in models
         }
         curves[name] = {k: _roc_points(bkg[k], sig[k]) for k in models}
-        hists[name] = _histogram({k: {"background": bkg[k], name: sig[k]} for k in models})
+        hists[name] = _histogram({k: {"background": bkg[k], name: sig[k]} for k in models}, marks=marks)
+        if base_b is not None:
+            base_s = baseline_scores_file(s, stop=max_events)
+            per_base[name] = {k: signal_metrics(base_sorted[k], base_s[k], target_rate_khz, BX_RATE_HZ)
+                              | {"n_signal": len(base_s[k]), "source": f"baseline: {BASELINE_TEXT.get(k, k)} "
+                                                                        "(trigger_ml.data.baselines)"}
+                              for k in base_b}
+            base_curves[name] = {k: _roc_points(base_b[k], base_s[k], max_points=100) for k in base_b}
+    labels, why_no = _process_labels(ho.path, ho.start, ho.stop)
+    tail = _section(lambda: tail_composition_section(bsorted, bkg, labels, why_no, TAIL_FPRS, target_rate_khz,
+                                                     BX_RATE_HZ, working_points))
+    ens = _section(lambda: _ensemble_section(Path(run), per_signal, list(ensemble), signals, background, max_events,
+                                             target_rate_khz))
+    from trigger_ml.core.metrics import INTERVAL_METHOD, MIN_BACKGROUND_PER_FPR
+
     return {
         "status": "ok",
         "background": b_note,
-        "n_background": int(len(xb)),
+        "n_background": int(ho.n_events),
         "models": list(models),
         "sources": {k: sources[k] for k in models},
         "target_rate_khz": target_rate_khz,
         "bx_rate_hz": BX_RATE_HZ,
         "signals": per_signal,
+        "baselines": per_base if base_b is not None else absent("baselines not requested"),
         "roc": curves,
+        "baseline_roc": base_curves,
         "score_hist": hists,
+        "tail_composition": tail,
+        "ensemble": ens,
         "firmware_agreement": agreement,
+        "statistics": {
+            "rule": f"a TPR at FPR f is quoted only with >= {MIN_BACKGROUND_PER_FPR}/f independent (held-out) "
+                    f"background events ({MIN_BACKGROUND_PER_FPR} expected above the threshold)",
+            "interval": INTERVAL_METHOD,
+        },
         "notes": notes,
     }
+
+
+# ----------------------------------------------------------------------------- trigger threshold and menu
+
+
+def firmware_threshold(hls: Path | None, rtl: Path | None = None) -> dict[str, Any]:
+    """The threshold the firmware was built with (the hls4ml trigger wrapper) and the rate it was
+    calibrated to, from the HLS project's ``manifest.json`` (``config.threshold``, written by
+    ``trigger-ml convert``), cross-checked with the raw integer in its ``firmware_model.json``.
+    An RTL (da4ml/alkaid) project has no trigger bit: its working points come from ``trigger-ml emulate``."""
+    from trigger_ml.core.threshold import Threshold
+
+    if hls is None:
+        why = ("the RTL (alkaid) project has no trigger bit (the threshold lives in the hls4ml trigger wrapper); "
+               f"working points come from `trigger-ml emulate {rtl}`") if rtl is not None else "no hls4ml project"
+        return absent(why)
+    man = _read_json(hls / MANIFEST_FILE) or {}
+    rec = (man.get("config") or {}).get("threshold") if man.get("stage") == "firmware.hls" else None
+    ir_thr = None
+    if (hls / IR_FILE).is_file():
+        from trigger_ml.ir import FirmwareModel
+
+        ir_thr = FirmwareModel.load(hls / IR_FILE).trigger_threshold
+    ir_raw = None if ir_thr is None else ir_thr.raw
+    if not rec and ir_raw is None:
+        src = _read_json(hls / SOURCE_RUN_FILE) or {}
+        run = src.get("run") or "RUN"
+        return absent(f"{hls} was converted without a trigger bit (no threshold in its manifest or IR); build one "
+                      f"with `trigger-ml convert {run} --out DIR --rate-khz 5` (or --threshold VALUE)")
+    notes = []
+    if rec:
+        t = Threshold.from_json(rec)
+        source = f"hls4ml manifest ({hls / MANIFEST_FILE}, config.threshold)"
+        if ir_raw is not None and ir_raw != t.raw:
+            notes.append(f"the IR ({hls / IR_FILE}) holds raw {ir_raw}, the manifest {t.raw}: the project is "
+                         "inconsistent; convert again")
+    else:
+        t = ir_thr
+        source = f"firmware IR ({hls / IR_FILE}); no calibration record in the manifest"
+    how = (f"calibrated to {t.target_rate_khz:g} kHz: the smallest threshold whose background rate does not exceed it, "
+           f"on {t.n_total:,} held-out background events ({t.n_pass:,} fire)"
+           if t.target_rate_khz is not None and t.n_total else
+           (f"set as the value {t.requested!r}, placed on the score grid" if t.requested is not None else "set as a raw integer"))
+    out = {"status": "ok", **t.to_json(), "how": how, "source": source, "ir_raw": ir_raw, "notes": notes}
+    for k in ("score_output", "score_index", "top", "header"):
+        if rec and k in rec:
+            out[k] = rec[k]
+    return out
+
+
+def trigger_menu(
+    fw: Path | None, background: Path | None, signals: Sequence[Path], menu_khz: dict[str, float] | None = None,
+) -> dict[str, Any]:
+    """The working-point menu of the firmware ``fw`` (any firmware directory) on ``background``
+    (the one held-out rule of the firmware's training run applies) and ``signals``: exactly
+    :func:`trigger_ml.trigger.run.emulate` (``trigger-ml emulate``) on the same inputs, so the
+    thresholds (score units and raw integers), rates and efficiencies with their Clopper-Pearson
+    intervals, and pure rates are those of the emulate stage. Adds ``command``: the equivalent
+    ``trigger-ml emulate`` command line."""
+    if fw is None:
+        return absent("no firmware directory: the working points are calibrated on the firmware's own integer scores "
+                      "(convert the model with `trigger-ml convert`)")
+    if background is None:
+        return absent("no background events: pass --background FILE.h5 (a model run records its training file, "
+                      "whose held-out events are used by default)")
+    from trigger_ml.trigger.run import emulate
+
+    table = emulate(fw, [Path(background)], [Path(s) for s in signals], menu_khz=menu_khz)
+    cmd = f"trigger-ml emulate {fw} --background {background}" + "".join(f" --signals {s}" for s in signals)
+    if menu_khz:
+        cmd += " --menu " + ",".join(f"{k}={v:g}" for k, v in menu_khz.items())
+    return {"status": "ok", **table, "command": cmd,
+            "source": f"trigger_ml.trigger.run.emulate ({table.get('scorer')}), as `trigger-ml emulate`"}
+
+
+def _signal_candidates(dirs: Sequence[Path | None], limit: int = 8) -> list[Path]:
+    """Event files in ``dirs`` whose HDF5 attribute ``sample`` names a signal (files written by
+    ``trigger-ml data generate``), sorted; used to spell out the command that adds the physics section."""
+    import h5py
+
+    out: list[Path] = []
+    for d in dict.fromkeys(Path(x).resolve() for x in dirs if x is not None and Path(x).is_dir()):
+        for f in sorted(d.glob("*.h5")):
+            try:
+                with h5py.File(f, "r") as h:
+                    sample = h.attrs.get("sample")
+            except OSError:
+                continue
+            if isinstance(sample, bytes):
+                sample = sample.decode()
+            if sample and str(sample) not in ("background", "none"):
+                out.append(f)
+            if len(out) >= limit:
+                return out
+    return out
+
+
+def physics_command(path: str | os.PathLike, run: Path | None, signals: Sequence[Path] = (),
+                    fw: Path | None = None) -> dict[str, Any]:
+    """How to add the physics section (metrics and the working-point menu) to a report of ``path``:
+    ``{"argv": [...], "signals_found": bool, "note": ...}`` - the report writer appends ``--out`` and
+    ``--force``. Signal files are looked for next to the model's training data and in ``path/data``;
+    without any, the command carries a placeholder and the note says how to generate signal events.
+    Without a known training file (of ``run`` or of the firmware ``fw``'s recorded run) the command
+    carries a ``--background`` placeholder too."""
+    data = _default_background(run, fw)
+    found = list(signals) or _signal_candidates([data.parent if data else None, Path(path) / "data"])
+    argv = ["trigger-ml", "report", str(path)]
+    for f in found:
+        argv += ["--signals", str(f)]
+    note = None
+    if not found:
+        argv += ["--signals", "SIGNAL.h5"]
+        note = ("SIGNAL.h5: an ADC2021-layout file of signal events (repeat --signals per file); synthetic ones come "
+                "from `trigger-ml data generate --events 100000 --signal all --out sig.h5`")
+    if data is None:
+        argv += ["--background", "BACKGROUND.h5"]
+        note = ((note + "; ") if note else "") + ("BACKGROUND.h5: background events (no model run records its "
+                                                  "training file)")
+    if run is None:
+        note = ((note + "; ") if note else "") + ("the efficiencies, ROC curves and score plots also need the model run: "
+                                                  "give the directory holding the run and its firmware")
+    return {"argv": argv, "signals_found": bool(found), "note": note}
 
 
 # ----------------------------------------------------------------------------- firmware figures
@@ -543,8 +882,11 @@ def collect_report(
     signals: Sequence[str | os.PathLike] = (),
     background: str | os.PathLike | None = None,
     measure: bool | None = None,
-    max_events: int | None = 100_000,
-    target_rate_khz: float | None = 10.0,
+    max_events: int | None = None,
+    target_rate_khz: float | None = None,
+    menu_khz: dict[str, float] | None = None,
+    ensemble: Sequence[str | os.PathLike] = (),
+    metrics: dict[str, Any] | None = None,
     convert_for_estimate: bool | None = None,
     synth_timeout_s: float | None = None,
     log: Callable[[str], None] | None = None,
@@ -552,7 +894,18 @@ def collect_report(
     """Collect the report of a run / firmware directory (or their parent); see the module docstring.
 
     ``budget_ns`` wins over ``budget_bx`` (default 2 BX = 50 ns). ``part`` / ``clock_ns`` override
-    what the projects recorded. ``max_events`` caps the events read per file for the physics metrics.
+    what the projects recorded. ``max_events`` caps the events read per file for the physics metrics
+    (default: every held-out background event - a TPR at FPR f needs 10/f of them).
+    ``ensemble``: further runs of the same model with other training seeds (run directories or
+    directories of ``seed*`` runs); other seeds found below ``path`` join automatically; the
+    metrics then carry mean ± std over the seeds. ``metrics``: a metrics section already computed
+    by :func:`trigger_metrics` on the same inputs (the demo), used instead of scoring again.
+    ``target_rate_khz``: the rate of the TPR column; None takes the rate the firmware's threshold
+    was calibrated to (its manifest), else 10 kHz (said in ``metrics.target_rate_source``).
+    ``menu_khz``: the working points (name -> kHz) of the menu section (default: the emulate
+    stage's menu); the menu is computed exactly as ``trigger-ml emulate`` on the same files, on
+    every held-out background event (not capped by ``max_events``). Without signal or background
+    files, ``physics_command`` holds the command that adds the physics section.
 
     The report only reads: measured figures come from the ``measurements.json`` that
     ``trigger-ml measure`` (:func:`trigger_ml.measure.measure`) writes next to a firmware project;
@@ -576,7 +929,17 @@ def collect_report(
 
     found = discover(path)
     run, hls, rtl = found["run"], found["hls"], found["rtl"]
+    extra_runs: list[Path] = []
+    for e in ensemble:
+        e = Path(e)
+        seeds = sorted(p for p in e.glob("seed*") if _stage(p) == "train") if _stage(e) != "train" else []
+        extra_runs.extend(seeds or [e])
+    members = ensemble_members(run, [*found.get("runs", []), *extra_runs])
     notes: list[str] = list(found["notes"])
+    for r in extra_runs:
+        if r not in members and (run is None or r.resolve() != run.resolve()):
+            notes.append(f"ensemble: {r} is not another training seed of {run} (a different model, the same seed or "
+                         "not a model run); left out")
     report: dict[str, Any] = {
         "format": REPORT_FORMAT,
         "version": REPORT_VERSION,
@@ -790,11 +1153,58 @@ def collect_report(
 
     report["calibration"] = _section(_calibration)
 
-    # ---- metrics (slowest: model inference)
+    # ---- the firmware's trigger threshold, physics metrics and the working-point menu (slowest: model
+    #      inference and emulation)
+    report["firmware_threshold"] = _section(lambda: firmware_threshold(hls, rtl))
+    ft = report["firmware_threshold"]
+    if target_rate_khz is not None:
+        rate, rate_src = float(target_rate_khz), "given"
+    elif ft.get("status") == "ok" and ft.get("target_rate_khz"):
+        rate, rate_src = float(ft["target_rate_khz"]), f"the rate the firmware's threshold was calibrated to ({ft['source']})"
+    else:
+        rate, rate_src = DEFAULT_TARGET_RATE_KHZ, (f"default {DEFAULT_TARGET_RATE_KHZ:g} kHz: the firmware records no "
+                                                   f"calibration rate ({ft.get('reason') or ft.get('how')})")
+    sig_paths = [Path(s) for s in signals]
+    fw = hls or rtl
+    if signals or background is not None:
+        say("menu")
+        bkg = Path(background) if background is not None else _default_background(run, fw)
+        report["menu"] = _section(lambda: trigger_menu(fw, bkg, sig_paths, menu_khz))
+    else:
+        report["menu"] = absent("no signal or background files given: the working points are calibrated on events")
+    marks = [ft["value"]] if ft.get("status") == "ok" else []
+    if report["menu"]["status"] == "ok":
+        marks += [r["threshold"]["value"] for r in report["menu"]["working_points"].values() if r.get("threshold")]
     say("metrics")
-    report["metrics"] = _section(lambda: trigger_metrics(
-        run, hls or rtl, [Path(s) for s in signals], Path(background) if background else None, max_events, target_rate_khz))
+    wps = ({wp: r["threshold"]["value"] for wp, r in report["menu"]["working_points"].items() if r.get("threshold")}
+           if report["menu"]["status"] == "ok" else None)
+    if metrics is not None:
+        report["metrics"] = metrics if "status" in metrics else {"status": "ok", **metrics}
+    else:
+        report["metrics"] = _section(lambda: trigger_metrics(
+            run, fw, sig_paths, Path(background) if background else None, max_events, rate, marks=marks,
+            working_points=wps, ensemble=members))
+    if report["metrics"]["status"] == "ok":
+        report["metrics"]["target_rate_source"] = rate_src
+    if not signals:
+        report["physics_command"] = _section(lambda: physics_command(path, run, fw=fw))
     return _clean(report)
+
+
+DEFAULT_TARGET_RATE_KHZ = 10.0
+
+
+def _default_background(run: Path | None, fw: Path | None) -> Path | None:
+    """The training file of the model run (or of the firmware's recorded run): its held-out events
+    are the default background (the one held-out rule)."""
+    from trigger_ml.scoring import source_run
+
+    for r in (run, source_run(fw) if fw is not None else None):
+        if r is not None:
+            data = training_data_path(_read_json(Path(r) / MANIFEST_FILE) or {})
+            if data is not None:
+                return Path(data)
+    return None
 
 
 def _pick_clock(*candidates: tuple[Any, str]) -> tuple[float, str]:

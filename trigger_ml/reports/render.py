@@ -8,9 +8,16 @@ renamed into place; an existing ``out_dir`` is refused unless ``force``) holding
   ``<img src="data:image/png;base64,...">`` so the file can be mailed or opened anywhere,
 * ``report.json`` - every figure with its unit and ``source`` (the collected dict, plus the list
   of plots),
-* ``*.png``       - the plots (matplotlib, Agg canvas; no display needed): ROC curves and score
-  distributions per signal, the per-layer bit-width map, the latency-budget waterfall and the
-  resources against the FPGA part.
+* ``*.png``       - the plots (matplotlib, Agg canvas; no display needed): ROC curves with their
+  Clopper-Pearson 68 % bands and score distributions per signal with lines at the firmware's built-in
+  threshold and at the menu's working points, the per-layer bit-width map, the latency-budget
+  waterfall and the resources against the FPGA part. ``report.json``'s ``plots`` list records what
+  each plot draws (``drawn``: threshold / rate lines and bands, read back from the figure's artists).
+
+The section "Trigger threshold and working points" shows the threshold built into the firmware (value,
+raw integer, score type, the rate it was calibrated to) and the working-point menu exactly as
+``trigger-ml emulate`` computes it; without signal files the report prints the command that adds the
+physics section.
 
 The text is written for a physicist who never opened the code: every number carries its unit and
 where it came from (``parsed`` from a vendor report, ``measured`` with open tools by ``trigger-ml measure``,
@@ -29,6 +36,8 @@ import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from trigger_ml.core.constants import BX_RATE_HZ
 from trigger_ml.core.errors import ArtifactError
@@ -131,44 +140,123 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def _plot_roc(report: dict, signal: str, path: Path) -> bool:
+def _plot_roc(report: dict, signal: str, path: Path) -> dict | bool:
+    fig = _roc_figure(report, signal)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return _drawn(fig)
+
+
+def _roc_figure(report: dict, signal: str):
+    """ROC curves of every model for ``signal`` with their Clopper-Pearson 68 % bands (TPR band:
+    ``gid="band:tpr:<model>"``, FPR band: ``gid="band:fpr:<model>"``) and the trigger rate line
+    (``gid="rate"``); None when there is nothing to draw."""
     m = report["metrics"]
     curves = m.get("roc", {}).get(signal)
     if not curves:
-        return False
+        return None
     fig = _new_figure()
     ax = fig.add_subplot()
+    x_min = max(1.0 / max(m.get("n_background", 10), 10), 1e-7)
     for model, c in curves.items():
         color, ls = _MODEL_STYLE.get(model, ("k", "-"))
-        fpr = [f for f in c["fpr"]]
-        tpr = c["tpr"]
-        pts = [(f, t) for f, t in zip(fpr, tpr) if f > 0]
-        if not pts:
+        idx = [i for i, f in enumerate(c["fpr"]) if f > 0]
+        if not idx:
             continue
+        fpr = [c["fpr"][i] for i in idx]
+        tpr = [c["tpr"][i] for i in idx]
         auc = m["signals"][signal][model]["auc"]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color, ls=ls, lw=1.8,
-                label=f"{_MODEL_TEXT.get(model, model)}, AUC {auc:.3f}")
+        ax.plot(fpr, tpr, color=color, ls=ls, lw=1.8, label=f"{_MODEL_TEXT.get(model, model)}, AUC {auc:.3f}",
+                gid=f"roc:{model}")
+        if "tpr_lo" in c:
+            lo = [c["tpr_lo"][i] for i in idx]
+            hi = [c["tpr_hi"][i] for i in idx]
+            ax.fill_between(fpr, lo, hi, color=color, alpha=0.18, lw=0, step=None, gid=f"band:tpr:{model}",
+                            label="68 % Clopper-Pearson band" if model == list(curves)[-1] else None)
+            f_lo = [max(c["fpr_lo"][i], x_min / 10) for i in idx]
+            f_hi = [c["fpr_hi"][i] for i in idx]
+            ax.fill_betweenx(tpr, f_lo, f_hi, color=color, alpha=0.10, lw=0, gid=f"band:fpr:{model}")
+    base_colors = {"ht": "tab:olive", "met": "tab:cyan", "n_leptons": "tab:purple", "n_objects": "tab:brown"}
+    bsig = (m.get("baselines") or {}).get(signal) or {}
+    for bname, c in (m.get("baseline_roc", {}).get(signal) or {}).items():
+        idx = [i for i, f in enumerate(c["fpr"]) if f > 0]
+        if idx and bname in bsig:
+            ax.plot([c["fpr"][i] for i in idx], [c["tpr"][i] for i in idx], color=base_colors.get(bname, "k"), lw=1,
+                    ls=(0, (1, 1)), marker=".", ms=3, label=f"baseline {_BASELINE_TEXT.get(bname, bname)}, AUC {bsig[bname]['auc']:.3f}",
+                    gid=f"baseline:{bname}")
     rate = m.get("target_rate_khz")
     if rate:
         fpr_rate = rate * 1e3 / m.get("bx_rate_hz", BX_RATE_HZ)
-        ax.axvline(fpr_rate, color="tab:green", lw=1, ls="-.", label=f"{rate:g} kHz trigger rate")
+        ax.axvline(fpr_rate, color="tab:green", lw=1, ls="-.", label=f"{rate:g} kHz trigger rate", gid="rate")
     ax.set_xscale("log")
-    ax.set_xlim(left=max(1.0 / max(m.get("n_background", 10), 10), 1e-7), right=1)
+    ax.set_xlim(left=x_min, right=1)
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("background efficiency (false-positive rate)")
     ax.set_ylabel("signal efficiency (true-positive rate)")
-    ax.set_title(f"ROC curve: {signal}")
+    ax.set_title(f"ROC curve: {signal} (bands: 68 % Clopper-Pearson)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
+    return fig
+
+
+def _drawn(fig) -> dict[str, Any]:
+    """What a figure draws, read back from its artists (for report.json and the tests): the
+    threshold / rate lines (x position and label) and the uncertainty bands (model, kind, the
+    number of points and the band's extent)."""
+    out: dict[str, Any] = {"lines": [], "bands": []}
+    for ax in fig.axes:
+        for ln in ax.get_lines():
+            gid = ln.get_gid() or ""
+            if gid.startswith(("threshold:", "rate")):
+                out["lines"].append({"gid": gid, "x": float(ln.get_xdata()[0]), "label": ln.get_label()})
+        for col in ax.collections:
+            gid = col.get_gid() or ""
+            if gid.startswith("band:"):
+                _, kind, model = gid.split(":", 2)
+                verts = [p.vertices for p in col.get_paths() if len(p.vertices)]
+                ext = None
+                if verts:
+                    v = np.concatenate(verts)
+                    ext = {"x": [float(v[:, 0].min()), float(v[:, 0].max())], "y": [float(v[:, 1].min()), float(v[:, 1].max())]}
+                out["bands"].append({"model": model, "kind": kind, "extent": ext})
+    return out
+
+
+def _thresholds_to_mark(report: dict) -> list[tuple[str, str, float]]:
+    """(gid, label, value in score units) of the firmware's built-in threshold and of the menu's
+    working points."""
+    marks: list[tuple[str, str, float]] = []
+    ft = report.get("firmware_threshold")
+    if _ok(ft) and ft.get("value") is not None:
+        rate = f"{ft['target_rate_khz']:g} kHz, " if ft.get("target_rate_khz") else ""
+        marks.append(("threshold:firmware", f"firmware threshold ({rate}built in): > {ft['value']:.6g}", float(ft["value"])))
+    menu = report.get("menu")
+    if _ok(menu):
+        for wp, row in menu.get("working_points", {}).items():
+            t = row.get("threshold")
+            if t and t.get("value") is not None:
+                label = f"{wp} ({t.get('target_rate_khz') or 0:g} kHz): > {t['value']:.6g}"
+                marks.append((f"threshold:{wp}", label, float(t["value"])))
+    return marks
+
+
+def _plot_scores(report: dict, signal: str, path: Path) -> dict | bool:
+    fig = _scores_figure(report, signal)
+    if fig is None:
+        return False
     _save(fig, path)
-    return True
+    return _drawn(fig)
 
 
-def _plot_scores(report: dict, signal: str, path: Path) -> bool:
+def _scores_figure(report: dict, signal: str):
+    """Score distributions of background and ``signal`` per model, with vertical lines at the
+    firmware's built-in threshold (``gid="threshold:firmware"``) and at each working point of the
+    menu (``gid="threshold:<name>"``) inside the plotted range; None when there is nothing to draw."""
     h = report["metrics"].get("score_hist", {}).get(signal)
     if not h or not h.get("counts"):
-        return False
-    fig = _new_figure()
+        return None
+    fig = _new_figure(7.2, 4.6)
     ax = fig.add_subplot()
     edges = h["edges"]
     for model, per_class in h["counts"].items():
@@ -179,16 +267,26 @@ def _plot_scores(report: dict, signal: str, path: Path) -> bool:
             color = "tab:blue" if cls == "background" else "tab:orange"
             ax.stairs(frac, edges, color=color, ls=ls, lw=1.5,
                       label=f"{'background' if cls == 'background' else 'signal'}, {_MODEL_TEXT.get(model, model)}")
+    lo, hi = edges[0], edges[-1]
+    greys = ["0.35", "0.5", "0.6", "0.7", "0.8"]
+    k = 0
+    for gid, label, v in _thresholds_to_mark(report):
+        if not (lo <= v <= hi) or (h.get("log_x") and v <= 0):
+            continue
+        if gid == "threshold:firmware":
+            ax.axvline(v, color="k", lw=2.0, ls="-", label=label, gid=gid)
+        else:
+            ax.axvline(v, color=greys[k % len(greys)], lw=1.0, ls=(0, (4, 2)), label=label, gid=gid)
+            k += 1
     if h.get("log_x"):
         ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("anomaly score" + (" (log scale)" if h.get("log_x") else ""))
+    ax.set_xlabel("anomaly score" + (" (log scale)" if h.get("log_x") else "") + "; the trigger fires right of a line")
     ax.set_ylabel("fraction of events per bin")
     ax.set_title(f"Score distributions: background vs {signal}")
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
-    _save(fig, path)
-    return True
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
 
 
 def _plot_bitwidths(report: dict, path: Path) -> bool:
@@ -309,8 +407,10 @@ def make_plots(report: dict, out_dir: Path) -> list[dict[str, str]]:
 
     def attempt(fn: Callable[..., bool], file: str, title: str, section: str, *args) -> None:
         try:
-            if fn(report, *args, out_dir / file):
-                plots.append({"file": file, "title": title, "section": section})
+            res = fn(report, *args, out_dir / file)
+            if res:
+                plots.append({"file": file, "title": title, "section": section,
+                              **({"drawn": res} if isinstance(res, dict) else {})})
         except Exception as err:  # noqa: BLE001 - a broken plot must not lose the report
             report.setdefault("render_notes", []).append(f"plot {file} skipped: {type(err).__name__}: {err}")
 
@@ -351,6 +451,182 @@ def _overall(report: dict) -> tuple[str, str, list[str]]:
 
 def _plots_for(plots: list[dict[str, str]], section: str) -> list[str]:
     return [f"![{p['title']}]({p['file']})" for p in plots if p["section"] == section]
+
+
+def _add_physics_command(add: Callable[[str], None], report: dict) -> None:
+    pc = report.get("physics_command")
+    if not _ok(pc):
+        return
+    add("To add the physics section (efficiencies, ROC curves, score distributions and the working-point menu), run:")
+    add("")
+    add(f"    {pc.get('command') or ' '.join(pc['argv'])}")
+    add("")
+    if pc.get("note"):
+        add(f"({pc['note']}.)")
+        add("")
+
+
+def _interval(lo_hi: Sequence[float] | None, fmt: str = "{:.3g}") -> str:
+    if not lo_hi or lo_hi[0] is None:
+        return ""
+    return f" [{fmt.format(lo_hi[0])}, {fmt.format(lo_hi[1])}]"
+
+
+_BASELINE_TEXT = {"ht": "HT", "met": "MET", "n_leptons": "lepton count", "n_objects": "object count"}
+
+
+def _tpr_cell(d: dict | None) -> str:
+    """A TPR with its 68 % interval (bootstrap when recorded, else Clopper-Pearson) and {background events above}."""
+    if not d:
+        return "—"
+    if d.get("tpr") is None:
+        return f"n/a ({d.get('reason', '')})"
+    iv = d.get("tpr_interval_68_bootstrap") or d.get("tpr_interval_68")
+    return f"{d['tpr']:.3g}{_interval(iv)} {{{d.get('n_background_above', '?')}}}"
+
+
+def _baseline_verdicts(mt: dict, bases: dict) -> list[str]:
+    """One line per signal: does the best model beat the best trivial cut (AUC and the first quoted TPR)?"""
+    out = []
+    for sig, per in mt.get("signals", {}).items():
+        b = bases.get(sig) or {}
+        if not b or not per:
+            continue
+        bm = max(b, key=lambda k: b[k]["auc"])
+        model = "firmware" if "firmware" in per else max(per, key=lambda k: per[k]["auc"])
+        key = next((k for k in ("tpr_at_fpr_1e-5", "tpr_at_rate", "tpr_at_fpr_1e-4")
+                    if (per[model].get(k) or {}).get("tpr") is not None), None)
+        txt = (f"**{sig}**: {_MODEL_TEXT.get(model, model)} AUC {per[model]['auc']:.3f} vs best trivial cut "
+               f"{_BASELINE_TEXT.get(bm, bm)} {b[bm]['auc']:.3f}")
+        if key:
+            bt = max(b, key=lambda k: (b[k].get(key) or {}).get("tpr") or 0)
+            mv, bv = per[model][key]["tpr"], (b[bt].get(key) or {}).get("tpr") or 0.0
+            label = key.replace("tpr_at_fpr_", "TPR @ FPR ").replace("tpr_at_rate", "TPR @ rate")
+            txt += f"; {label} {mv:.3g} vs {_BASELINE_TEXT.get(bt, bt)} {bv:.3g}"
+            beats = mv > bv and per[model]["auc"] > b[bm]["auc"]
+            worse = mv < bv and per[model]["auc"] < b[bm]["auc"]
+        else:
+            beats, worse = per[model]["auc"] > b[bm]["auc"], per[model]["auc"] < b[bm]["auc"]
+        txt += (" → the model beats the trivial cuts." if beats else
+                " → a trivial cut does better." if worse else " → mixed: the model is not clearly better.")
+        out.append(txt)
+    return out
+
+
+def _ms(d: dict | None, fmt: str = "{:.3f}") -> str:
+    if not d or d.get("mean") is None:
+        return "n/a"
+    return f"{fmt.format(d['mean'])} ± {fmt.format(d['std'])} ({d['n']})"
+
+
+def _render_ensemble(add: Callable[[str], None], mt: dict) -> None:
+    ens = mt.get("ensemble")
+    if not isinstance(ens, dict):
+        return
+    add("")
+    if not _ok(ens):
+        add(f"*Seed spread not measured:* {ens.get('reason')}.")
+        return
+    add(f"**Training-seed ensemble** ({ens['n_runs']} runs): mean ± std (number of runs quoting it). {ens.get('note', '')}.")
+    add("")
+    rows = []
+    for sig, kinds in ens["signals"].items():
+        for kind, m in kinds.items():
+            rows.append([sig, _MODEL_TEXT.get(kind, kind), _ms(m.get("auc"), "{:.4f}"), _ms(m.get("tpr_at_fpr_1e-5")),
+                         _ms(m.get("tpr_at_fpr_1e-4")), _ms(m.get("tpr_at_rate"))])
+    add(_table(["signal", "model", "AUC", "TPR @ FPR 1e-5", "TPR @ FPR 1e-4", "TPR @ rate"], rows, "llrrrr"))
+
+
+def _render_tail(add: Callable[[str], None], mt: dict) -> None:
+    tc = mt.get("tail_composition")
+    if not isinstance(tc, dict):
+        return
+    add("")
+    if not _ok(tc):
+        add(f"*Background tail composition unknown:* {tc.get('reason')}.")
+        return
+    add("**Background tail by process**: which generated background processes lie above each working point "
+        "(fraction of the events above; in brackets the fraction of that process which passes). "
+        f"{tc.get('note', '')}.")
+    add("")
+    rows = []
+    for model, pts in tc["models"].items():
+        for wp, r in pts.items():
+            if r.get("threshold") is None:
+                rows.append([_MODEL_TEXT.get(model, model), wp, "—", "—", f"n/a ({r.get('reason', '')})"])
+                continue
+            parts = [f"{p['process']} {100 * p['fraction_of_tail']:.1f} % ({p['efficiency']:.2g})"
+                     for p in r["processes"] if p["n_above"]] if r["n_above"] else ["no event above"]
+            rows.append([_MODEL_TEXT.get(model, model), wp, f"{r['threshold']:.6g} ({r['rule'].split()[1]})",
+                         _num(r["n_above"]), "; ".join(parts)])
+    add(_table(["model", "working point", "threshold", "background events above", "composition"], rows, "llrrl"))
+
+
+def _render_trigger_section(add: Callable[[str], None], report: dict) -> None:
+    """The firmware's built-in threshold and the working-point menu (as `trigger-ml emulate`)."""
+    add("## Trigger threshold and working points")
+    add("")
+    ft = report.get("firmware_threshold")
+    if _ok(ft):
+        add(f"**Threshold built into the firmware**: the trigger fires when score > **{ft['value']:.6g}** "
+            f"(raw integer **{ft['raw']}** of `{ft.get('score_type')}`, {ft.get('frac_bits')} fractional bits), "
+            f"{ft['how']}" + (f"; rate there {_num(ft.get('rate_khz'))} kHz{_interval(ft.get('rate_interval_khz_68'))} "
+                               "(68 % Clopper-Pearson)" if ft.get("rate_khz") is not None else "")
+            + f". Source: {ft['source']}.")
+        for n in ft.get("notes", []):
+            add(f"\n> {n}")
+    else:
+        add(f"*No built-in threshold:* {ft.get('reason') if isinstance(ft, dict) else 'not collected'}")
+    add("")
+    menu = report.get("menu")
+    if not _ok(menu):
+        add(f"*Working-point menu absent:* {menu.get('reason') if isinstance(menu, dict) else 'not collected'}")
+        add("")
+        if not _ok(report.get("metrics")):
+            return
+        _add_physics_command(add, report)
+        return
+    bx = menu.get("bx_rate_hz", BX_RATE_HZ)
+    built = menu.get("firmware_threshold") or {}
+    if built.get("raw") is not None and built.get("rate_khz_here") is not None:
+        add(f"On this report's background ({_num(menu.get('n_background'))} events, below) the built-in threshold "
+            f"fires at {built['rate_khz_here']:.4g} kHz.")
+        add("")
+    add(f"Working points calibrated on the firmware's own integer scores ({menu.get('scorer')}): each threshold is the "
+        "smallest one whose background rate does not exceed the target. Rate = background fraction above the "
+        f"threshold × {bx / 1e6:g} MHz; pure rate = the part no reference seed ({', '.join(menu.get('reference_seeds', []))}) "
+        "already accepts; efficiency = signal fraction above the threshold. Brackets: 68 % Clopper-Pearson intervals. "
+        f"Background: {'; '.join(menu.get('background', []))} ({_num(menu.get('n_background'))} events). "
+        f"The same table as `{menu.get('command')}`.")
+    add("")
+    sig_names: list[str] = []
+    for row in menu["working_points"].values():
+        for sname in row.get("signals", {}):
+            if sname not in sig_names:
+                sig_names.append(sname)
+    rows = []
+    for wp, row in menu["working_points"].items():
+        t = row.get("threshold")
+        if t is None:
+            rows.append([wp, _num(row.get("target_rate_khz")), "—", "—", row.get("error", "not calibrated"), "—"]
+                        + ["—"] * len(sig_names))
+            continue
+        mark = " (= firmware)" if built.get("raw") == t["raw"] else ""
+        cells = [wp + mark, f"{t.get('target_rate_khz'):g}", f"{t['value']:.6g}", str(t["raw"]),
+                 f"{t['rate_khz']:.3g}{_interval(t.get('rate_interval_khz_68'))}",
+                 f"{row['pure_rate_khz']:.3g}{_interval(row.get('pure_rate_interval_khz_68'))}"]
+        for sname in sig_names:
+            e = row["signals"].get(sname)
+            cells.append(f"{e['efficiency']:.4g}{_interval(e.get('efficiency_interval_68'), '{:.4g}')}" if e else "—")
+        rows.append(cells)
+    add(_table(["working point", "target kHz", "threshold (score)", "threshold (raw)", "rate kHz", "pure rate kHz"]
+               + [f"efficiency {n}" for n in sig_names], rows, "lrrrrr" + "r" * len(sig_names)))
+    add("")
+    ph = report.get("metrics")
+    if _ok(ph) and ph.get("n_background") != menu.get("n_background"):
+        add(f"Note: the menu uses all {_num(menu.get('n_background'))} held-out background events (as `trigger-ml "
+            f"emulate`); the physics table above {_num(ph.get('n_background'))}.")
+        add("")
 
 
 def render_markdown(report: dict, plots: list[dict[str, str]]) -> str:
@@ -409,25 +685,41 @@ def render_markdown(report: dict, plots: list[dict[str, str]]) -> str:
     add("")
     mt = report.get("metrics")
     if _ok(mt):
+        stat = mt.get("statistics") or {}
         add("Efficiency of the trigger on each signal for a given background efficiency. The background rate of a "
             f"Level-1 trigger is its background efficiency × the {mt.get('bx_rate_hz', BX_RATE_HZ) / 1e6:g} MHz "
-            "bunch-crossing rate, so 1e-5 ≈ 0.4 kHz. TPR = true-positive rate (signal efficiency), with the "
-            "number of background events the threshold rests on in brackets. "
-            f"Background: {mt.get('background')} ({_num(mt.get('n_background'))} events).")
+            "bunch-crossing rate, so 1e-5 ≈ 0.4 kHz. TPR = true-positive rate (signal efficiency); after it the "
+            "68 % interval "
+            + ("(bootstrap over the background and signal samples, so it holds the threshold's own uncertainty) "
+               if stat.get("interval") else "")
+            + "and, in braces, the number of background events above the threshold. "
+            + (f"Rule: {stat['rule']}; otherwise n/a with the reason. " if stat.get("rule") else "")
+            + f"Background: {mt.get('background')} ({_num(mt.get('n_background'))} events). Baselines: trivial cuts "
+            "scored on the same events - a learned score is worth its firmware only where it beats them.")
         add("")
         rows = []
+        bl = mt.get("baselines")
+        bases = bl if isinstance(bl, dict) and "status" not in bl else {}  # {signal: {baseline: metrics}}
         for sig, per in mt["signals"].items():
             for model, r in per.items():
-                def tpr(key):
-                    d = r.get(key) or {}
-                    if d.get("tpr") is None:
-                        return f"n/a ({d.get('reason', '')})" if d else "—"
-                    return f"{d['tpr']:.3f} [{d.get('n_background_above', '?')}]"
-                rows.append([sig, _MODEL_TEXT.get(model, model), f"{r['auc']:.4f}", tpr("tpr_at_fpr_1e-5"),
-                             tpr("tpr_at_fpr_1e-4"), tpr("tpr_at_rate"), r.get("source", "")])
+                rows.append([sig, _MODEL_TEXT.get(model, model), f"{r['auc']:.4f}", _tpr_cell(r.get("tpr_at_fpr_1e-5")),
+                             _tpr_cell(r.get("tpr_at_fpr_1e-4")), _tpr_cell(r.get("tpr_at_rate")), r.get("source", "")])
+            for bname, r in (bases.get(sig) or {}).items():
+                rows.append([sig, f"baseline: {_BASELINE_TEXT.get(bname, bname)}", f"{r['auc']:.4f}",
+                             _tpr_cell(r.get("tpr_at_fpr_1e-5")), _tpr_cell(r.get("tpr_at_fpr_1e-4")),
+                             _tpr_cell(r.get("tpr_at_rate")), "trivial cut, same events"])
         rate = mt.get("target_rate_khz")
-        add(_table(["signal", "model", "AUC", "TPR @ FPR 1e-5", "TPR @ FPR 1e-4", f"TPR @ {rate:g} kHz" if rate else "TPR @ rate",
-                    "source"], rows, "llrrrrl"))
+        fw_rate = str(mt.get("target_rate_source", "")).startswith("the rate the firmware")
+        rate_head = (f"TPR @ {rate:g} kHz" + (" (the firmware's rate)" if fw_rate else "")) if rate else "TPR @ rate"
+        add(_table(["signal", "model", "AUC", "TPR @ FPR 1e-5", "TPR @ FPR 1e-4", rate_head, "source"], rows, "llrrrrl"))
+        if rate and mt.get("target_rate_source"):
+            add("")
+            add(f"The TPR @ {rate:g} kHz column: {mt['target_rate_source']}.")
+        for ln in _baseline_verdicts(mt, bases):
+            add("")
+            add(ln)
+        _render_ensemble(add, mt)
+        _render_tail(add, mt)
         ag = mt.get("firmware_agreement")
         if ag:
             add("")
@@ -440,7 +732,11 @@ def render_markdown(report: dict, plots: list[dict[str, str]]) -> str:
         mplots = _plots_for(plots, "metrics")
         if mplots:
             add("The ROC curve shows the signal efficiency against the background efficiency as the score threshold "
-                "moves; the score distributions show where background and signal events fall. When the firmware "
+                "moves; the shaded bands are 68 % Clopper-Pearson intervals of each point (vertical: the number of "
+                "signal events above the threshold; horizontal: the number of background events above it, which "
+                "dominates at the tiny rates of a Level-1 trigger). The score distributions show where background "
+                "and signal events fall; the solid black line is the threshold built into the firmware, the dashed "
+                "lines the working points of the menu below (the trigger fires right of a line). When the firmware "
                 "emulation is bit-exact its curves lie on top of the quantized model's.")
             add("")
         for p in mplots:
@@ -449,6 +745,9 @@ def render_markdown(report: dict, plots: list[dict[str, str]]) -> str:
     else:
         add(f"*Absent:* {mt.get('reason') if isinstance(mt, dict) else 'not collected'}")
         add("")
+        _add_physics_command(add, report)
+
+    _render_trigger_section(add, report)
 
     # ---- implementation
     add("## Latency and resources: three sources side by side")
@@ -700,6 +999,11 @@ def write_report(
         raise ArtifactError(f"report must be a dict (from collect_report), got {type(report).__name__}")
     out = check_output(out_dir, _report_inputs(report, inputs), STAGE, force)
     report = json.loads(json.dumps(report, default=_json_default))  # private, JSON-clean copy
+    pc = report.get("physics_command")
+    if _ok(pc) and pc.get("argv"):  # the exact command: this report's directory, replaced
+        import shlex
+
+        pc["command"] = shlex.join([*pc["argv"], "--out", str(out), "--force"])
     with atomic_dir(out, force=force, stage=STAGE) as tmp:
         plots = make_plots(report, tmp)
         text = render_markdown(report, plots)

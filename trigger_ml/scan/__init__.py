@@ -41,6 +41,12 @@ Results (``out_dir``)
   ``finished``, ``attempt``, ``worker`` and ``context`` (hash of the base config and run settings).
 * ``points/<key>/`` — the point's model artifact, firmware project, ``log.txt`` and ``row.json``.
 * ``pareto.png`` and ``pareto.json`` — the Pareto front (max TPR, min LUTs, min latency).
+* with a latency budget (``budget_ns=`` / ``budget_bx=``, ``--budget-ns`` / ``--budget-bx``, or
+  ``settings.budget_ns``): the table gets ``meets_budget``, ``budget_slack_ns``, ``budget_clock_ns``
+  (the clock the point's latency was computed with), ``budget_source`` and ``best_in_budget``;
+  ``pareto.json`` a ``budget`` block naming the best point in budget; ``pareto.png`` the budget line,
+  the points over it as crosses and the best point in budget as a star
+  (:func:`~trigger_ml.scan.pareto.budget_verdicts`).
 
 Scripts: ``scheduler="local"`` spawns worker processes, so a script that calls :func:`run_scan`
 needs the usual ``if __name__ == "__main__":`` guard (the CLI and pytest have it).
@@ -57,7 +63,16 @@ Modules: :mod:`~trigger_ml.scan.space` (the scan file, grid and random points, k
 table), :mod:`~trigger_ml.scan.pareto` (the Pareto front and its plot).
 """
 
-from trigger_ml.scan.pareto import PARETO_JSON, PARETO_PNG, pareto_front, plot_pareto
+from trigger_ml.scan.pareto import (
+    BUDGET_COLUMNS,
+    PARETO_JSON,
+    PARETO_PNG,
+    best_in_budget,
+    budget_verdicts,
+    pareto_figure,
+    pareto_front,
+    plot_pareto,
+)
 from trigger_ml.scan.results import (
     PARAM_PREFIX,
     RESULTS_CSV,
@@ -78,6 +93,10 @@ from trigger_ml.scan.space import (
 )
 
 __all__ = [
+    "BUDGET_COLUMNS",
+    "best_in_budget",
+    "budget_verdicts",
+    "pareto_figure",
     "CONVERT_PARAMS",
     "DEFAULT_SETTINGS",
     "FLAVORS",

@@ -21,7 +21,7 @@ import numpy as np
 from trigger_ml.core.artifacts import check_output, clean_stale_temporaries, make_output_dir, write_text_atomic
 from trigger_ml.core.constants import BX_RATE_HZ, MANIFEST_FILE, RTL_MANIFEST_FILE
 from trigger_ml.core.errors import ConfigError
-from trigger_ml.scan.pareto import _write_outputs
+from trigger_ml.scan.pareto import BUDGET_COLUMNS, _write_outputs, budget_verdicts
 from trigger_ml.scan.results import (
     PARAM_PREFIX,
     ROW_FILE,
@@ -315,6 +315,8 @@ def run_scan(
     clock_ns: float | None = None,
     eval_events: int | None = None,
     measure: bool | None = None,
+    budget_ns: float | None = None,
+    budget_bx: float | None = None,
     restart: bool = False,
     retry_failed: bool = True,
     progress: Callable[[int, int, dict], None] | None = None,
@@ -328,6 +330,13 @@ def run_scan(
     :data:`DEFAULT_SETTINGS` (epochs / max_events ``None`` = the model config's own).
     ``progress(done, total, row)`` is called after every finished point (``done`` counts the
     points skipped as already finished too). See the module docstring for files and resuming.
+
+    ``budget_ns`` / ``budget_bx`` (or ``settings.budget_ns`` / ``budget_bx`` of the scan file): the
+    latency budget every point is judged against (:func:`trigger_ml.scan.pareto.budget_verdicts`:
+    columns ``meets_budget``, ``budget_slack_ns``, ``budget_clock_ns``, ``best_in_budget``; the
+    budget line and the best point in budget in ``pareto.png``, the ``budget`` block of
+    ``pareto.json``). The budget is not part of a point's results: a finished scan re-judged with
+    another budget reruns no point.
     """
     say = log or (lambda _m: None)
     if not isinstance(space, ScanSpace):
@@ -339,6 +348,7 @@ def run_scan(
         raise ConfigError("run_scan: no background file (give background= or settings.background in the scan file)")
     if not s["signals"]:
         raise ConfigError("run_scan: no signal files (give signals= or settings.signals in the scan file)")
+    budget = _scan_budget(s, budget_ns, budget_bx)
     bkg = Path(s["background"]).resolve()
     sigs = [Path(p).resolve() for p in s["signals"]]
     from trigger_ml.data.adc2021 import check_events
@@ -441,9 +451,26 @@ def run_scan(
                 finish(row)
 
     df = _frame(rows.values())
+    if budget is not None and not df.empty:
+        df = budget_verdicts(df, budget)
+        df = _write_table(out_dir, _records(df))  # the verdict is recorded in results.parquet / .csv
+    elif any(c in df.columns for c in BUDGET_COLUMNS):  # a verdict of an earlier run with a budget: not this run's
+        df = _write_table(out_dir, _records(df.drop(columns=[c for c in BUDGET_COLUMNS if c in df.columns])))
     _write_outputs(out_dir, df, title=f"{Path(space.source).name}: {base.get('name', '')}, {s['flavor']} flavour",
-                   rate_khz=float(s["rate_khz"]), log=say)
+                   rate_khz=float(s["rate_khz"]), budget_ns=budget if not df.empty else None, log=say)
     return df
+
+
+def _scan_budget(settings: Mapping[str, Any], budget_ns: float | None, budget_bx: float | None) -> float | None:
+    """The latency budget in ns: the arguments when one is given (exactly one), else the scan file's
+    ``settings.budget_ns`` / ``budget_bx``, else None (no verdict)."""
+    from trigger_ml.reports.budget import resolve_budget_ns
+
+    if budget_ns is not None or budget_bx is not None:
+        return resolve_budget_ns(budget_ns=budget_ns, budget_bx=budget_bx)
+    if settings.get("budget_ns") is not None or settings.get("budget_bx") is not None:
+        return resolve_budget_ns(budget_ns=settings.get("budget_ns"), budget_bx=settings.get("budget_bx"))
+    return None
 
 
 def _write_marker(out_dir: Path, ctx: str, space: ScanSpace, s: Mapping[str, Any], bkg: Path, sigs: Sequence[Path]) -> None:

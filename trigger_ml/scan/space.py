@@ -40,6 +40,8 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "measure": False,
     "background": None,
     "signals": None,
+    "budget_ns": None,  # latency budget for the verdict of each point (not part of a point's results)
+    "budget_bx": None,  # the same in bunch crossings of 25 ns (give one of the two)
 }
 
 
@@ -253,10 +255,13 @@ def _check_settings(settings: Mapping[str, Any], src: str) -> None:
         v = settings.get(k)
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise ConfigError(f"{src}: field 'settings.{k}': expected a positive integer, got {v!r}")
-    for k in ("rate_khz", "bx_rate_hz", "clock_ns"):
+    for k in ("rate_khz", "bx_rate_hz", "clock_ns", "budget_ns", "budget_bx"):
         v = settings.get(k)
         if v is not None and (not _finite_number(v) or v <= 0):
             raise ConfigError(f"{src}: field 'settings.{k}': expected a positive number, got {v!r}")
+    if settings.get("budget_ns") is not None and settings.get("budget_bx") is not None:
+        raise ConfigError(f"{src}: field 'settings.budget_bx': give the latency budget as budget_ns or budget_bx, "
+                          "not both")
     v = settings.get("latency_cutoff")
     if v is not None and not _finite_number(v):
         raise ConfigError(f"{src}: field 'settings.latency_cutoff': expected a number, got {v!r}")
