@@ -145,6 +145,19 @@ def place_threshold(score_type: FixedType, value: float | None = None, *, raw: i
     return Threshold(r, score_type.frac, score_type.to_hls(), requested=float(value))
 
 
+def target_fpr(target_rate_khz: float, bx_rate_hz: float = BX_RATE_HZ) -> float:
+    """The background fraction (FPR) a target rate in kHz means at ``bx_rate_hz``; a one-line
+    ConfigError unless the rate is a positive number of kHz below the bunch-crossing rate."""
+    if not (isinstance(target_rate_khz, (int, float, np.floating, np.integer)) and math.isfinite(target_rate_khz)
+            and target_rate_khz > 0):
+        raise ConfigError(f"target rate must be a positive number of kHz, got {target_rate_khz!r}")
+    fpr = target_rate_khz * 1e3 / bx_rate_hz
+    if fpr >= 1:
+        raise ConfigError(f"target rate {target_rate_khz:g} kHz is not below the bunch-crossing rate "
+                          f"{bx_rate_hz / 1e6:g} MHz; choose a smaller rate")
+    return fpr
+
+
 def calibrate_threshold(
     bkg_raw: np.ndarray, score: FixedType | float, target_rate_khz: float, bx_rate_hz: float = BX_RATE_HZ,
 ) -> Threshold:
@@ -154,13 +167,7 @@ def calibrate_threshold(
     type (range-checked) or its LSB. Refused when the target is not a rate below the bunch-crossing
     rate or when the sample is too small to hold one event above the threshold."""
     frac, t = _frac_of(score)
-    if not (isinstance(target_rate_khz, (int, float, np.floating, np.integer)) and math.isfinite(target_rate_khz)
-            and target_rate_khz > 0):
-        raise ConfigError(f"target rate must be a positive number of kHz, got {target_rate_khz!r}")
-    fpr = target_rate_khz * 1e3 / bx_rate_hz
-    if fpr >= 1:
-        raise ConfigError(f"target rate {target_rate_khz:g} kHz is not below the bunch-crossing rate "
-                          f"{bx_rate_hz / 1e6:g} MHz; choose a smaller rate")
+    fpr = target_fpr(target_rate_khz, bx_rate_hz)
     s = np.sort(np.asarray(bkg_raw, dtype=np.int64).ravel())
     n = len(s)
     allowed = int(np.floor(fpr * n))

@@ -34,6 +34,7 @@ from trigger_ml.core.constants import (
 from trigger_ml.core.errors import ArtifactError, ConfigError, TriggerMLError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.threshold import resolve_score
+from trigger_ml.firmware.hls.project import merge_config  # noqa: F401  (re-exported for the importers)
 
 #: hls4ml's model-wide default precision, used for every tensor the source does not quantize
 DEFAULT_PRECISION = "fixed<16,6>"
@@ -117,17 +118,6 @@ def load_precision_config(path: str | os.PathLike | None) -> dict[str, Any]:
             ln[str(name)] = {"Precision": _hls_precision(v, f"{p}: layers.{name}")}
     if ln:
         out["LayerName"] = ln
-    return out
-
-
-def merge_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``over`` merged into a copy of ``base`` (nested mappings merged key by key)."""
-    out = copy.deepcopy(dict(base))
-    for k, v in over.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
-            out[k] = merge_config(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
     return out
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from trigger_ml.core.constants import BX_RATE_HZ
 from trigger_ml.core.errors import ConfigError
 from trigger_ml.core.fixed import FixedType
-from trigger_ml.core.threshold import Threshold, _check_range, _frac_of
+from trigger_ml.core.threshold import Threshold, _check_range, _frac_of, target_fpr
 
 __all__ = ["ScoreHistogram", "HistogramAccumulator", "calibrate_threshold_hist", "seed_patterns"]
 
@@ -215,13 +215,7 @@ def calibrate_threshold_hist(
     smallest raw threshold whose background rate does not exceed the target), the same counts and
     the same refusals, computed from the counts instead of the sorted per-event scores."""
     frac, t = _frac_of(score)
-    if not (isinstance(target_rate_khz, (int, float, np.floating, np.integer)) and math.isfinite(target_rate_khz)
-            and target_rate_khz > 0):
-        raise ConfigError(f"target rate must be a positive number of kHz, got {target_rate_khz!r}")
-    fpr = target_rate_khz * 1e3 / bx_rate_hz
-    if fpr >= 1:
-        raise ConfigError(f"target rate {target_rate_khz:g} kHz is not below the bunch-crossing rate "
-                          f"{bx_rate_hz / 1e6:g} MHz; choose a smaller rate")
+    fpr = target_fpr(target_rate_khz, bx_rate_hz)
     values, counts = hist.score_counts()
     n = int(counts.sum())
     allowed = int(np.floor(fpr * n))

@@ -39,7 +39,7 @@ from trigger_ml.firmware.hls.project import (
     _convert_graph,
     _is_hgq_model,
     _load_model,
-    _merge,
+    merge_config,
     _norm_backend,
     _norm_strategy,
     _output_layout,
@@ -116,7 +116,7 @@ def convert(
     keras_model, model_path = _load_model(model)
     cfg = hls_config_for(keras_model, strategy=strategy_n, reuse_factor=reuse_factor)
     if hls_config:
-        cfg = _merge(cfg, hls_config)
+        cfg = merge_config(cfg, hls_config)
     timings: dict[str, float] = {}
     figures: dict[str, Any] = {}
 

@@ -134,11 +134,12 @@ def hls_config_for(
     return cfg
 
 
-def _merge(a: dict, b: Mapping) -> dict:
-    out = copy.deepcopy(a)
-    for k, v in b.items():
-        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
+def merge_config(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base`` (nested mappings merged key by key): hls4ml configs."""
+    out = copy.deepcopy(dict(base))
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge_config(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -198,7 +199,7 @@ def default_precision_leaks(
     """
     used = str(hls_config.get("Model", {}).get("Precision", HLS4ML_DEFAULT_PRECISION))
     probe_prec = next(p for p in _PROBE_PRECISIONS if p != used)
-    probe_cfg = _merge(dict(hls_config), {"Model": {"Precision": probe_prec}})
+    probe_cfg = merge_config(dict(hls_config), {"Model": {"Precision": probe_prec}})
     with tempfile.TemporaryDirectory(prefix="trigger_ml_probe_") as d:
         probe = _convert_graph(keras_model, Path(d) / "probe", backend=backend, part=part, clock_ns=clock_ns,
                                io_type=io_type, hls_config=probe_cfg, project_name=project_name)
