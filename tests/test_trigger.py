@@ -134,3 +134,27 @@ def test_wrong_scheduler_address_fails_fast_with_one_line_error(two_files):
     # not an address at all: refused at once, also through the trigger's Dask path
     with pytest.raises(TriggerMLError, match="not a Dask scheduler address"):
         T.score_files(two_files, met_score, chunk_size=2000, scheduler="nonsense://x")
+
+
+def test_compiled_reference_seeds_equal_seed_fired_at_the_thresholds():
+    """The one-pass compiled seeds give exactly Seed.fired (the specification), for float32 and
+    float64 events, with pT and |eta| values sitting exactly on the cuts and non-float32 cuts."""
+    from trigger_ml.data.synth import generate
+    from trigger_ml.trigger import menu as T
+
+    ev = generate(20_000, "background", seed=5)[0]
+    seeds = T.DEFAULT_SEEDS + (T.Seed("SingleJet180p1", "single", "jet", (180.1,), 2.4),
+                               T.Seed("HT360p1", "ht", pt_min=(360.1,)),
+                               T.Seed("DoubleEG", "double", "egamma", (22.3, 11.7)),
+                               T.Seed("TripleJet", "double", "jet", (50.0, 40.0, 30.0), 2.5),
+                               T.Seed("SingleMuNoEta", "single", "muon", (22.0,)))
+    rng = np.random.default_rng(1)
+    for thr in (22.0, 30.0, 15.0, 7.0, 90.0, 180.1, 22.3, 11.7, 50.0, 40.0, 30.0):
+        ev[..., 0][(rng.random(ev.shape[:2]) < 0.03) & (ev[..., 3] > 0)] = np.float32(thr)
+    ev[..., 1][(rng.random(ev.shape[:2]) < 0.05) & (ev[..., 3] > 0)] = np.float32(2.4)
+    for e in (ev, ev.astype(np.float64)):
+        got = T.reference_bits(e, seeds)
+        want = np.stack([s.fired(e) for s in seeds], axis=1)
+        assert got.dtype == bool and got.shape == want.shape
+        assert int((got != want).sum()) == 0
+        assert want[:, :4].any(0).all()  # the seeds do fire on this sample (the comparison is not vacuous)
