@@ -304,7 +304,7 @@ def _summary():
 
 
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", ["generate", "emulate", "convert_verilog"])
+@pytest.mark.parametrize("name", ["generate", pytest.param("emulate", marks=pytest.mark.slow), "convert_verilog"])
 def test_interrupt_cheap_stages(pipeline, tmp_path, name):
     """5 interrupts each (SIGINT/SIGTERM, fresh/over an old output) of the quick stages."""
     inject(stage_of(name, pipeline), tmp_path, n=5, seed=0)

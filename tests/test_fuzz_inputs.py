@@ -393,7 +393,12 @@ CLASSIC = {
 }
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+#: the second option of a command reads the same file through the same check: slow suite only
+_CLASSIC_SLOW = {"evaluate --background", "convert --data", "verify --signals"}
+
+
+@pytest.mark.parametrize("command", [pytest.param(c, marks=pytest.mark.slow) if c in _CLASSIC_SLOW else c
+                                     for c in COMMANDS])
 def test_classic_bad_files_every_command(pipe, command):
     """Every command refuses the classic malformed files with one line, exit 1, nothing written."""
     for label, (kind, writer) in CLASSIC.items():

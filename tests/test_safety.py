@@ -169,6 +169,7 @@ def test_scan_reuses_only_a_scan_directory(work, tmp_path):
     assert (user / "data.csv").read_text() == "a,b\n1,2\n" and sorted(p.name for p in user.iterdir()) == ["data.csv"]
 
 
+@pytest.mark.slow  # the fault-injection and CLI-contract tests replace outputs with --force in the fast suite
 def test_force_replaces_an_earlier_output_of_the_same_stage(work, tmp_path):
     g = tmp_path / "g.h5"
     ok("data", "generate", "--out", g, "--events", "500", "--seed", "1", cwd=work)
@@ -215,6 +216,7 @@ def test_missing_parent_directory_is_refused_not_created(work, tmp_path):
     assert not (tmp_path / "nonexistent").exists()
 
 
+@pytest.mark.slow
 def test_outputs_respect_the_umask(work, tmp_path):
     ok("data", "generate", "--out", tmp_path / "g.h5", "--events", "200", cwd=work, umask=0o027)
     assert (tmp_path / "g.h5").stat().st_mode & 0o777 == 0o640

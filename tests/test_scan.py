@@ -279,6 +279,7 @@ def test_failing_point_returns_a_failed_row(tmp_path, tiny_data) -> None:
     assert (tmp_path / "p" / "error.txt").is_file()
 
 
+@pytest.mark.slow  # in-process scans run in the fast suite (test_cli, test_scan); real Dask in test_dask_real
 def test_scan_on_local_cluster_resumes_real_points(tmp_path, tiny_data, monkeypatch) -> None:
     """Two real points (train 1 epoch, da4ml verilog, bit-exact scoring, estimates) on a Dask
     LocalCluster. The scan was 'interrupted' after its first point: that point's row is already
