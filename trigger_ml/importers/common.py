@@ -34,7 +34,6 @@ from trigger_ml.core.constants import (
 from trigger_ml.core.errors import ArtifactError, ConfigError, TriggerMLError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.threshold import resolve_score
-from trigger_ml.firmware.hls.project import merge_config  # noqa: F401  (re-exported for the importers)
 
 #: hls4ml's model-wide default precision, used for every tensor the source does not quantize
 DEFAULT_PRECISION = "fixed<16,6>"

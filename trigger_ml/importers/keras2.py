@@ -440,11 +440,10 @@ def import_keras2(
     import hls4ml
 
     from trigger_ml.core.constants import DEFAULT_PART
-    from trigger_ml.firmware.hls.project import _quiet
+    from trigger_ml.firmware.hls.project import _quiet, merge_config
     from trigger_ml.importers.common import (
         DEFAULT_PRECISION,
         load_precision_config,
-        merge_config,
         model_default_precision,
         write_firmware,
     )

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from trigger_ml.core.errors import DataFormatError, UnsupportedLayerError
+from trigger_ml.firmware.hls.project import merge_config
 from trigger_ml.importers.common import (
     DEFAULT_PRECISION,
     load_precision_config,
-    merge_config,
     model_default_precision,
     write_firmware,
 )

@@ -140,12 +140,15 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, format="png")
 
 
-def _plot_roc(report: dict, signal: str, path: Path) -> dict | bool:
-    fig = _roc_figure(report, signal)
-    if fig is None:
-        return False
-    _save(fig, path)
-    return _drawn(fig)
+def _plot_signal(figure: Callable) -> Callable[[dict, str, Path], dict | bool]:
+    """A per-signal plot: draw ``figure(report, signal)``, save it, return what it drew (False: nothing)."""
+    def plot(report: dict, signal: str, path: Path) -> dict | bool:
+        fig = figure(report, signal)
+        if fig is None:
+            return False
+        _save(fig, path)
+        return _drawn(fig)
+    return plot
 
 
 def _roc_figure(report: dict, signal: str):
@@ -239,14 +242,6 @@ def _thresholds_to_mark(report: dict) -> list[tuple[str, str, float]]:
                 label = f"{wp} ({t.get('target_rate_khz') or 0:g} kHz): > {t['value']:.6g}"
                 marks.append((f"threshold:{wp}", label, float(t["value"])))
     return marks
-
-
-def _plot_scores(report: dict, signal: str, path: Path) -> dict | bool:
-    fig = _scores_figure(report, signal)
-    if fig is None:
-        return False
-    _save(fig, path)
-    return _drawn(fig)
 
 
 def _scores_figure(report: dict, signal: str):
@@ -417,8 +412,8 @@ def make_plots(report: dict, out_dir: Path) -> list[dict[str, str]]:
     m = report.get("metrics")
     if _ok(m):
         for sig in m.get("signals", {}):
-            attempt(_plot_roc, f"roc_{_slug(sig)}.png", f"ROC curve, {sig}", "metrics", sig)
-            attempt(_plot_scores, f"scores_{_slug(sig)}.png", f"Score distributions, {sig}", "metrics", sig)
+            attempt(_plot_signal(_roc_figure), f"roc_{_slug(sig)}.png", f"ROC curve, {sig}", "metrics", sig)
+            attempt(_plot_signal(_scores_figure), f"scores_{_slug(sig)}.png", f"Score distributions, {sig}", "metrics", sig)
     attempt(_plot_waterfall, "latency_budget.png", "Latency budget waterfall", "budget")
     attempt(_plot_resources, "resources.png", "Resources against the FPGA part", "resources")
     attempt(_plot_bitwidths, "bitwidths.png", "Per-layer bit widths", "bitwidths")

@@ -294,16 +294,16 @@ def score_files(
     """
     tasks = chunk_tasks(files, chunk_size)
     total = sum(b - a for _, a, b in tasks)
-    results: list[tuple[np.ndarray, np.ndarray]] = []
-    if scheduler is None:
-        done = 0
-        for f, a, b in tasks:
-            results.append(_score_chunk(f, a, b, score_fn, seeds))
-            done += b - a
-            if progress:
-                progress(done, total)
-    else:
-        results = _score_dask(tasks, score_fn, seeds, scheduler, progress, total)
+    results: list = [None] * len(tasks)
+    done = [0]
+
+    def took(i: int, r: tuple[np.ndarray, np.ndarray]) -> None:
+        results[i] = r  # reassembled in file order, whatever order the chunks finish in
+        done[0] += tasks[i][2] - tasks[i][1]
+        if progress:
+            progress(done[0], total)
+
+    _map_chunks(_score_chunk, tasks, score_fn, seeds, scheduler, took)
     if not results:
         return np.zeros(0, np.int64), np.zeros((0, len(seeds)), bool)
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
@@ -341,42 +341,32 @@ def histogram_samples(
         if progress:
             progress(name, done[name], totals[name])
 
-    if scheduler is None:
-        for name, f, a, b in tasks:
-            took(name, _hist_chunk(f, a, b, score_fn, seeds, name), b - a)
-    elif tasks:
-        from dask.distributed import as_completed
-
-        from trigger_ml.core.cluster import dask_client
-
-        with dask_client(scheduler, n_workers=2, threads_per_worker=1) as client:
-            fn = client.scatter(score_fn, broadcast=True, hash=False)  # loaded once per worker, not per chunk
-            futs = [client.submit(_hist_chunk, f, a, b, fn, seeds, name, pure=False) for name, f, a, b in tasks]
-            index = {fu.key: i for i, fu in enumerate(futs)}
-            for fut in as_completed(futs):
-                name, _, a, b = tasks[index[fut.key]]
-                took(name, fut.result(), b - a)
-                fut.release()
+    if scheduler is None or tasks:
+        _map_chunks(_hist_chunk, [(f, a, b, name) for name, f, a, b in tasks], score_fn, seeds, scheduler,
+                    lambda i, h: took(tasks[i][0], h, tasks[i][3] - tasks[i][2]))
     return {name: a.result() for name, a in acc.items()}
 
 
-def _score_dask(tasks, score_fn, seeds, scheduler: str, progress, total):
+def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, seeds: Sequence[Seed],
+                scheduler: str | None, took: Callable[[int, Any], None]) -> None:
+    """``chunk_fn(file, start, stop, score_fn, seeds, *extra)`` for every task ``(file, start, stop,
+    *extra)``, in this process (in order) or on Dask (``"local"`` or an address: the scorer sent once
+    per worker); ``took(task_index, result)`` as each chunk finishes."""
+    if scheduler is None:
+        for i, (f, a, b, *extra) in enumerate(tasks):
+            took(i, chunk_fn(f, a, b, score_fn, seeds, *extra))
+        return
     from dask.distributed import as_completed
 
     from trigger_ml.core.cluster import dask_client
 
     with dask_client(scheduler, n_workers=2, threads_per_worker=1) as client:
-        futs = [client.submit(_score_chunk, f, a, b, score_fn, seeds, pure=False) for f, a, b in tasks]
-        index = {f.key: i for i, f in enumerate(futs)}
-        out: list = [None] * len(futs)
-        done = 0
+        fn = client.scatter(score_fn, broadcast=True, hash=False)  # loaded once per worker, not per chunk
+        futs = [client.submit(chunk_fn, f, a, b, fn, seeds, *extra, pure=False) for f, a, b, *extra in tasks]
+        index = {fu.key: i for i, fu in enumerate(futs)}
         for fut in as_completed(futs):
-            i = index[fut.key]
-            out[i] = fut.result()
-            done += tasks[i][2] - tasks[i][1]
-            if progress:
-                progress(done, total)
-        return out
+            took(index[fut.key], fut.result())
+            fut.release()
 
 
 #: the stage recorded in a catalog file (HDF5 attribute ``trigger_ml_stage``)
