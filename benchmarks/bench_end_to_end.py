@@ -6,7 +6,8 @@ Prints one JSON document:
 * ``emulate``: per sample size, events/s (events scored / wall seconds of the ``emulate`` call: h5 reading,
   preprocessing, emulation, histograms, menu) and the peak RSS of the process that ran it (each size in
   its own fresh subprocess, ``resource.getrusage(RUSAGE_SELF).ru_maxrss``), and ``rss_ratio_1e7_over_1e6``
-  (target ≤ 1.2: memory flat in the number of events);
+  (target ≤ 1.2: memory flat in the number of events); ``cli``: the whole ``trigger-ml emulate`` command
+  on the same files, process start to exit (interpreter, imports, table, menu JSON included);
 * ``cpp``: the demo VAE exported to C++, built with g++ (Makefile defaults), loaded through
   ``create_model`` by the generated driver and run event by event (prepare_input / predict /
   read_result, one thread) on 10^6 preprocessed background events: events/s (wall and CPU time) and the
@@ -97,7 +98,23 @@ def bench_emulate(fw: Path, n: int, sig: Path) -> dict:
     d["events_per_s"] = round(d["events"] / d["seconds"])
     d["seconds"] = round(d["seconds"], 2)
     d["peak_rss_mb"] = round(d["peak_rss_mb"], 1)
+    d["cli"] = bench_cli(fw, bkg, sig, d["events"])
     return d
+
+
+def bench_cli(fw: Path, bkg: Path, sig: Path, events: int) -> dict:
+    """The whole ``trigger-ml emulate`` command as a user runs it: interpreter start, imports, the stage,
+    the table and the menu JSON, until the process exits (wall clock)."""
+    menu = ",".join(f"{k}={v}" for k, v in MENU_KHZ.items())
+    with tempfile.TemporaryDirectory(prefix="bench_e2e_cli_") as d:
+        t = time.perf_counter()
+        r = subprocess.run([sys.executable, "-m", "trigger_ml", "emulate", str(fw), "--background", str(bkg),
+                            "--signals", str(sig), "--menu", menu, "--out", str(Path(d) / "menu.json")],
+                           capture_output=True, text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"})
+        wall = time.perf_counter() - t
+    if r.returncode:
+        raise RuntimeError(r.stderr[-3000:])
+    return {"process_wall_s": round(wall, 2), "events_per_s_incl_process_start": round(events / wall)}
 
 
 def bench_cpp(fw: Path, n: int) -> dict:

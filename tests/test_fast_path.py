@@ -434,3 +434,28 @@ def test_conv2d_with_narrow_accumulator_is_fast_and_exact(acc: FixedType) -> Non
     emu = _check(fm, 2)
     rep = {e["layer"]: e for e in emu.plan_report()}
     assert rep["c"]["path"] == "fast" and "per-product" in rep["c"]["how"]
+
+
+@pytest.mark.parametrize("H,W,C,F,fh,fw,sh,sw,x_bits,slab", [
+    (9, 3, 4, 5, 3, 3, 1, 1, 12, True),     # the ADC image: every window a contiguous run of features
+    (6, 7, 2, 3, 3, 3, 1, 1, 12, False),    # a wide image: windows skip features -> im2col copy
+    (7, 3, 3, 4, 3, 2, 2, 1, 20, True),     # stride 2, asymmetric kernel, 20-bit inputs (float64 sums)
+])
+def test_conv2d_blas_paths_equal_reference(H, W, C, F, fh, fw, sh, sw, x_bits, slab) -> None:
+    """Wide-accumulator convolutions run as BLAS products: straight on contiguous input windows (no im2col
+    copy) when that costs no more multiply-adds, else on the im2col copy; both equal the reference."""
+    rng = np.random.default_rng(H * 100 + W)
+    x_t, w_t, b_t = FixedType(x_bits, x_bits // 2), FixedType(8, 1), FixedType(10, 4)
+    acc = FixedType(40, 20)
+    pt, pl = fh // 2, fw // 2
+    OH, OW = (H + 2 * pt - fh) // sh + 1, (W + 2 * pl - fw) // sw + 1
+    params = dict(in_height=H, in_width=W, n_chan=C, out_height=OH, out_width=OW, n_filt=F, filt_height=fh,
+                  filt_width=fw, stride_height=sh, stride_width=sw, pad_top=pt, pad_bottom=pt, pad_left=pl, pad_right=pl)
+    layers = (Layer("x", "input", (), (H, W, C), x_t),
+              Layer("c", "conv2d", ("x",), (OH, OW, F), FixedType(16, 8, True, "RND", "SAT"),
+                    types={"weight": w_t, "bias": b_t, "accum": acc}, params=params,
+                    arrays={"weight": _raw(rng, w_t, (fh, fw, C, F)), "bias": _raw(rng, b_t, (F,))}))
+    fm = FirmwareModel("conv", (TensorSpec("x", (H, W, C), x_t),), (TensorSpec("c", (OH * OW * F,), layers[-1].type),), layers)
+    emu = _check(fm, 3)
+    how = {e["layer"]: e for e in emu.plan_report()}["c"]["how"]
+    assert ("no im2col copy" in how) is slab, how

@@ -610,7 +610,6 @@ def emulate_cmd(
 ) -> None:
     """Emulate the trigger: thresholds per working point, rates, efficiencies (68 % Clopper-Pearson), pure rate, catalog."""
     from trigger_ml.core.artifacts import write_json_atomic
-    from trigger_ml.core.constants import RTL_MANIFEST_FILE
     from trigger_ml.trigger.run import emulate, parse_menu
 
     menu_khz = parse_menu(menu)
@@ -620,8 +619,6 @@ def emulate_cmd(
         if out_file.is_dir():
             raise TriggerMLError(f"--out {out_file}: is a directory; give a file name (e.g. menu.json)")
         out_file = check_output(out_file, [firmware, *background, *signals, catalog], MENU_STAGE, force, kind="file")
-    if firmware.is_dir() and not (firmware / RTL_MANIFEST_FILE).is_file():  # an hls4ml project loads Keras
-        _quiet_tensorflow()
     from trigger_ml.emulate.emulator import firmware_plan_warning
 
     plan_warning = firmware_plan_warning(firmware)  # one line if some layer runs on the slower reference path

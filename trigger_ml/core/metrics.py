@@ -24,8 +24,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import stats
-from sklearn.metrics import roc_auc_score
 
 from trigger_ml.core.constants import BX_RATE_HZ, FILLED_BX_RATE_HZ  # noqa: F401  (re-exported)
 
@@ -40,19 +38,23 @@ INTERVAL_METHOD = ("68 % bootstrap percentile interval over the background and s
 
 def clopper_pearson(k: int, n: int, cl: float = 0.683) -> tuple[float, float]:
     """Exact binomial (Clopper–Pearson) interval for k successes in n trials."""
+    from scipy.special import betaincinv  # = scipy.stats.beta.ppf, bit for bit; imported when needed (start-up)
+
     a = 1 - cl
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(a / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - a / 2, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, a / 2))
+    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - a / 2))
     return lo, hi
 
 
 def clopper_pearson_array(k: np.ndarray, n: int, cl: float = 0.683) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clopper_pearson` for an array of success counts ``k`` out of ``n`` (vectorised)."""
+    from scipy.special import betaincinv
+
     k = np.asarray(k, np.float64)
     a = 1 - cl
     with np.errstate(invalid="ignore", divide="ignore"):
-        lo = np.where(k == 0, 0.0, stats.beta.ppf(a / 2, k, n - k + 1))
-        hi = np.where(k == n, 1.0, stats.beta.ppf(1 - a / 2, k + 1, n - k))
+        lo = np.where(k == 0, 0.0, betaincinv(k, n - k + 1, a / 2))
+        hi = np.where(k == n, 1.0, betaincinv(k + 1, n - k, 1 - a / 2))
     return lo, hi
 
 
@@ -124,6 +126,8 @@ def _tpr_sorted(b: SortedScores, s: SortedScores, fpr_target: float, n_bootstrap
 def _bootstrap(b: SortedScores, s: SortedScores, fpr_target: float, n_bootstrap: int, seed: int | None,
                cl: float) -> dict[str, Any]:
     """Bootstrap interval of the TPR with the threshold re-derived in every replica (module docstring)."""
+    from scipy import stats
+
     rng = np.random.default_rng(seed)
     k_max = int(np.floor(fpr_target * b.n))
     while (k_max + 1) / b.n <= fpr_target:     # the largest count m with m / n <= target (float-exact)
@@ -179,6 +183,8 @@ def signal_metrics(bkg: np.ndarray | SortedScores, sig: np.ndarray, target_rate_
 
 def _auc(b: SortedScores, s: SortedScores) -> float:
     if not b.n or not s.n:
+        from sklearn.metrics import roc_auc_score  # its refusal of a one-class sample
+
         return float(roc_auc_score(np.r_[np.zeros(b.n), np.ones(s.n)], np.r_[b.sorted, s.sorted]))
     below = np.searchsorted(b.sorted, s.sorted, side="left")
     ties = np.searchsorted(b.sorted, s.sorted, side="right") - below

@@ -299,10 +299,18 @@ def read_events(
     path: str | os.PathLike, start: int = 0, stop: int | None = None, validate: bool = True
 ) -> np.ndarray:
     """Read events [start, stop) into memory as a (n, 19, 4) float32 array."""
-    chunks = list(iter_chunks(path, start=start, stop=stop, validate=validate))
+    p = Path(path)
+    with _open(p) as f:
+        ds = _dataset(f, p)
+        n, f32 = ds.shape[0], ds.dtype == np.float32
+    stop = n if stop is None else min(stop, n)
+    # a float32 file is read in one piece straight into the result (no second copy); any other dtype
+    # chunk by chunk, so its copy in the file's dtype never holds more than one chunk
+    size = max(1, stop - max(start, 0)) if f32 else DEFAULT_CHUNK
+    chunks = list(iter_chunks(path, chunk_size=size, start=start, stop=stop, validate=validate))
     if not chunks:
         return np.zeros((0, N_OBJECTS, N_COLUMNS), dtype=np.float32)
-    return np.concatenate(chunks)
+    return chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
 
 
 def read_extra(path: str | os.PathLike, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:

@@ -254,10 +254,12 @@ def wp_bits(score_raw: np.ndarray, thresholds: dict[str, Threshold]) -> np.ndarr
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
 
-def _score_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed]) -> tuple[np.ndarray, np.ndarray]:
+def _score_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed],
+                 events: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Scores and reference bits of events [start, stop) of ``path`` (``events``: those events, already read)."""
     from trigger_ml.data.adc2021 import read_events
 
-    ev = read_events(path, start=start, stop=stop)
+    ev = read_events(path, start=start, stop=stop) if events is None else events
     return np.asarray(score_fn(ev), dtype=np.int64).ravel(), reference_bits(ev, seeds)
 
 
@@ -309,8 +311,9 @@ def score_files(
     return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
 
 
-def _hist_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed], name: str) -> ScoreHistogram:
-    s, bits = _score_chunk(path, start, stop, score_fn, seeds)
+def _hist_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequence[Seed], name: str,
+                events: np.ndarray | None = None) -> ScoreHistogram:
+    s, bits = _score_chunk(path, start, stop, score_fn, seeds, events)
     return ScoreHistogram.from_scores(name, s, bits)
 
 
@@ -350,11 +353,21 @@ def histogram_samples(
 def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, seeds: Sequence[Seed],
                 scheduler: str | None, took: Callable[[int, Any], None]) -> None:
     """``chunk_fn(file, start, stop, score_fn, seeds, *extra)`` for every task ``(file, start, stop,
-    *extra)``, in this process (in order) or on Dask (``"local"`` or an address: the scorer sent once
-    per worker); ``took(task_index, result)`` as each chunk finishes."""
+    *extra)``, in this process (in order; the next chunk is read and checked on a second thread
+    meanwhile) or on Dask (``"local"`` or an address: the scorer sent once per worker);
+    ``took(task_index, result)`` as each chunk finishes."""
     if scheduler is None:
-        for i, (f, a, b, *extra) in enumerate(tasks):
-            took(i, chunk_fn(f, a, b, score_fn, seeds, *extra))
+        from concurrent.futures import ThreadPoolExecutor
+
+        from trigger_ml.data.adc2021 import read_events
+
+        with ThreadPoolExecutor(1, thread_name_prefix="trigger_ml-read") as reader:
+            ahead = reader.submit(read_events, tasks[0][0], tasks[0][1], tasks[0][2]) if tasks else None
+            for i, (f, a, b, *extra) in enumerate(tasks):
+                ev = ahead.result()  # a bad file raises here, naming the file and the event
+                ahead = reader.submit(read_events, *tasks[i + 1][:3]) if i + 1 < len(tasks) else None
+                took(i, chunk_fn(f, a, b, score_fn, seeds, *extra, events=ev))
+                del ev
         return
     from dask.distributed import as_completed
 

@@ -609,14 +609,23 @@ class _FastPlan:
             s_in.pad = True
             self._b_pp(layer, src, np.asarray(ref.w2), col_lo, col_hi, idx)
             return
-        self._how = "im2col + matrix product (BLAS) + fused stage chain"
-        cols = self._new_slot(P_ * K, np.tile(col_lo, P_), np.tile(col_hi, P_))
         acc = self._new_slot(P_ * w2.shape[1], np.tile(st.lo, P_), np.tile(st.hi, P_))
-        s_in.pad = True
         if bound >= _F32_LIMIT:
-            self.slots[cols].f64_needed = True
             s_in.f64_needed = True
-        op = _ConvOp(self.layer_slot[src], cols, acc, idx, w2, st)
+        slabs = _conv_slabs(idx)
+        if slabs is not None:
+            # every window is a contiguous run of input features (or nearly): one BLAS product per
+            # output pixel straight from the input buffer, with the window's weights scattered over
+            # the run (zeros where padding or skipped features fall) -- no im2col copy
+            self._how = "matrix product per output pixel on contiguous input windows (BLAS, no im2col copy) + fused stage chain"
+            cols = None
+        else:
+            self._how = "im2col + matrix product (BLAS) + fused stage chain"
+            cols = self._new_slot(P_ * K, np.tile(col_lo, P_), np.tile(col_hi, P_))
+            s_in.pad = True
+            if bound >= _F32_LIMIT:
+                self.slots[cols].f64_needed = True
+        op = _ConvOp(self.layer_slot[src], cols, acc, idx, w2, st, slabs)
         self.ops.append(op)
         self._set_output(layer, op, np.tile(st.lo, P_), np.tile(st.hi, P_))
 
@@ -1274,8 +1283,9 @@ class _DenseOp(_Op):
 class _ConvOp(_Op):
     fusable = True
 
-    def __init__(self, src, cols, acc, idx, w2, st) -> None:
+    def __init__(self, src, cols, acc, idx, w2, st, slabs=None) -> None:
         self.src, self.cols, self.acc, self.idx, self.w_int, self.chain = src, cols, acc, idx, w2, st
+        self.slabs = slabs
 
     def finalize(self, plan) -> None:
         super().finalize(plan)
@@ -1283,21 +1293,48 @@ class _ConvOp(_Op):
         F = self.w_int.shape[1]
         # the chain was built per filter: repeat its parameters for every output pixel
         self.runner = _Runner(self.stages, plan.slots[self.out_slot].size, tile=self.P)
-        dt = plan.slots[self.cols].dtype
+        # BLAS needs one dtype: the im2col copy converts, the slab products read the input as it is
+        dt = plan.slots[self.src if self.slabs is not None else self.cols].dtype
         plan.slots[self.acc].dtype = dt
         w = np.array([float(int(v)) for v in self.w_int.reshape(-1)], dtype=dt).reshape(self.w_int.shape)
         self.wt = np.ascontiguousarray(w.T)  # (F, K)
         self.F = F
+        if self.slabs is not None:
+            self.wp = []  # (first feature, one past the last, (F, run) weights) per output pixel
+            for p, (lo, hi) in enumerate(self.slabs):
+                wp = np.zeros((F, hi - lo), dtype=dt)
+                for k in np.nonzero(self.idx[p] >= 0)[0]:
+                    wp[:, self.idx[p, k] - lo] = self.wt[:, k]
+                self.wp.append((int(lo), int(hi), wp))
+            return
         size_in = plan.slots[self.src].size
         self.flat_idx = np.where(self.idx < 0, size_in, self.idx).reshape(-1)  # -1 -> the zero row
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
-        n = views[self.src].shape[1]
-        cols = views[self.cols]
-        np.take(bufs[self.src], self.flat_idx, axis=0, out=cols)
         acc = views[self.acc]
-        np.matmul(self.wt, cols.reshape(self.P, self.K, n), out=acc.reshape(self.P, self.F, n))
+        if self.slabs is not None:
+            x, F = bufs[self.src], self.F
+            for p, (lo, hi, wp) in enumerate(self.wp):
+                np.matmul(wp, x[lo:hi], out=acc[p * F:(p + 1) * F])
+        else:
+            n = views[self.src].shape[1]
+            cols = views[self.cols]
+            np.take(bufs[self.src], self.flat_idx, axis=0, out=cols)
+            np.matmul(self.wt, cols.reshape(self.P, self.K, n), out=acc.reshape(self.P, self.F, n))
         self.runner(acc, views[self.out_slot])
+
+
+def _conv_slabs(idx: np.ndarray) -> list[tuple[int, int]] | None:
+    """Per output pixel, the contiguous run of input features its window touches -- when reading those
+    runs costs no more multiply-adds than the im2col rows (padding included), else ``None``."""
+    P, K = idx.shape
+    runs = []
+    for p in range(P):
+        v = idx[p][idx[p] >= 0]
+        runs.append((int(v.min()), int(v.max()) + 1) if len(v) else (0, 0))
+    if sum(hi - lo for lo, hi in runs) > P * K:
+        return None
+    return runs
 
 
 class _MergeOp(_Op):
