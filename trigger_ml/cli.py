@@ -33,6 +33,7 @@ from rich.text import Text
 from typer.core import TyperCommand, TyperGroup
 
 import trigger_ml
+from trigger_ml.core.constants import SCORE_CHUNK
 from trigger_ml.core.errors import TriggerMLError
 
 PROG = "trigger-ml"
@@ -604,7 +605,7 @@ def emulate_cmd(
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Write triggered events here (.h5)."),
     out_file: Optional[Path] = typer.Option(None, "--out", help="Save the menu (thresholds, rates, efficiencies) to this JSON file."),
     scheduler: Optional[str] = typer.Option(None, "--scheduler", help="'local' for a Dask LocalCluster or a scheduler address (tcp://host:8786); default: in-process."),
-    chunk_size: int = typer.Option(262_144, "--chunk-size", min=1, help="Events scored per chunk (memory vs. overhead)."),
+    chunk_size: int = typer.Option(SCORE_CHUNK, "--chunk-size", min=1, help="Events scored per chunk (memory vs. overhead)."),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing --out / --catalog file."),
     as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
 ) -> None:

@@ -10,12 +10,15 @@ filled bunches). A rate comes with a Clopper–Pearson interval; efficiencies to
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from trigger_ml.core.constants import SCORE_CHUNK
 from trigger_ml.core.errors import ConfigError, DataFormatError
 from trigger_ml.core.fixed import FixedType
 from trigger_ml.core.metrics import BX_RATE_HZ, clopper_pearson
@@ -286,7 +289,7 @@ def chunk_tasks(files: Sequence, chunk_size: int) -> list[tuple[str, int, int]]:
 
 def score_files(
     files: Sequence[str | Path], score_fn: ScoreFn, seeds: Sequence[Seed] = DEFAULT_SEEDS, *,
-    chunk_size: int = 262_144, scheduler: str | None = None, progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = SCORE_CHUNK, scheduler: str | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Firmware scores and reference bits of all events of ``files``, streaming chunk by chunk.
 
@@ -319,7 +322,7 @@ def _hist_chunk(path: str, start: int, stop: int, score_fn: ScoreFn, seeds: Sequ
 
 def histogram_samples(
     samples: dict[str, Sequence], score_fn: ScoreFn, seeds: Sequence[Seed] = DEFAULT_SEEDS, *,
-    chunk_size: int = 262_144, scheduler: str | None = None,
+    chunk_size: int = SCORE_CHUNK, scheduler: str | None = None,
     progress: Callable[[str, int, int], None] | None = None, files: dict[str, Sequence[str]] | None = None,
 ) -> dict[str, ScoreHistogram]:
     """Exact score histograms (:class:`ScoreHistogram`) of several samples, streaming chunk by chunk.
@@ -350,6 +353,18 @@ def histogram_samples(
     return {name: a.result() for name, a in acc.items()}
 
 
+def _warm_up(score_fn: ScoreFn, seeds: Sequence[Seed]) -> None:
+    """Score a few empty events (valid ADC2021 events: every object slot empty), so that a fresh process
+    builds the emulator and loads its compiled kernels from the disk cache while another thread reads.
+    Nothing is kept: a scorer that fails here fails again on the first real chunk, naming the file."""
+    from trigger_ml.data.adc2021 import N_COLUMNS, N_OBJECTS
+
+    empty = np.zeros((16, N_OBJECTS, N_COLUMNS), np.float32)
+    with contextlib.suppress(Exception):
+        score_fn(empty)
+        reference_bits(empty, seeds)
+
+
 def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, seeds: Sequence[Seed],
                 scheduler: str | None, took: Callable[[int, Any], None]) -> None:
     """``chunk_fn(file, start, stop, score_fn, seeds, *extra)`` for every task ``(file, start, stop,
@@ -363,6 +378,8 @@ def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, s
 
         with ThreadPoolExecutor(1, thread_name_prefix="trigger_ml-read") as reader:
             ahead = reader.submit(read_events, tasks[0][0], tasks[0][1], tasks[0][2]) if tasks else None
+            if tasks:
+                _warm_up(score_fn, seeds)  # loads the compiled kernels while the first chunk is read
             for i, (f, a, b, *extra) in enumerate(tasks):
                 ev = ahead.result()  # a bad file raises here, naming the file and the event
                 ahead = reader.submit(read_events, *tasks[i + 1][:3]) if i + 1 < len(tasks) else None
@@ -388,7 +405,7 @@ CATALOG_STAGE = "emulate.catalog"
 
 def write_catalog(
     path: str | Path, files: Sequence[str | Path], score_raw: np.ndarray | ScoreFn, lsb: float,
-    thresholds: dict[str, Threshold], chunk_size: int = 262_144, force: bool = False,
+    thresholds: dict[str, Threshold], chunk_size: int = SCORE_CHUNK, force: bool = False,
 ) -> int:
     """Write the events firing any working point to an ADC2021-layout h5 with score and WP bits.
 

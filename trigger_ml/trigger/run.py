@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from trigger_ml.core.artifacts import check_output
-from trigger_ml.core.constants import BX_RATE_HZ
+from trigger_ml.core.constants import BX_RATE_HZ, SCORE_CHUNK
 from trigger_ml.core.errors import ConfigError
 from trigger_ml.data.adc2021 import require_events
 from trigger_ml.scoring import FirmwareScorer, held_out_sources, source_run
@@ -64,7 +64,7 @@ def check_menu(menu_khz: dict[str, float] | None, bx_rate_hz: float | None = Non
 def emulate(
     firmware_dir: str | Path, backgrounds: Sequence[Path], signals: Sequence[Path] = (), *,
     menu_khz: dict[str, float] | None = None, bx_rate_hz: float = BX_RATE_HZ, seeds: Sequence[T.Seed] = T.DEFAULT_SEEDS,
-    catalog: Path | None = None, scheduler: str | None = None, chunk_size: int = 262_144, force: bool = False,
+    catalog: Path | None = None, scheduler: str | None = None, chunk_size: int = SCORE_CHUNK, force: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Score backgrounds and signals with the emulated firmware; calibrate and evaluate the menu.

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from trigger_ml.core.errors import UnsupportedLayerError
 from trigger_ml.core.fixed import (
@@ -1300,12 +1301,27 @@ class _ConvOp(_Op):
         self.wt = np.ascontiguousarray(w.T)  # (F, K)
         self.F = F
         if self.slabs is not None:
-            self.wp = []  # (first feature, one past the last, (F, run) weights) per output pixel
+            by_weights: dict = {}  # output pixels with the same run length and weights
             for p, (lo, hi) in enumerate(self.slabs):
                 wp = np.zeros((F, hi - lo), dtype=dt)
                 for k in np.nonzero(self.idx[p] >= 0)[0]:
                     wp[:, self.idx[p, k] - lo] = self.wt[:, k]
-                self.wp.append((int(lo), int(hi), wp))
+                by_weights.setdefault((hi - lo, wp.tobytes()), (wp, []))[1].append((p, int(lo)))
+            # one batched BLAS call per run of pixels equally spaced in output and input (strided views)
+            self.groups = []  # (first pixel, pixel step, count, first feature, feature step, run, weights)
+            for (L, _), (wp, ps) in by_weights.items():
+                i = 0
+                while i < len(ps):
+                    j = i + 1
+                    if j < len(ps):
+                        dp, dlo = ps[j][0] - ps[i][0], ps[j][1] - ps[i][1]
+                        while j + 1 < len(ps) and ps[j + 1][0] - ps[j][0] == dp and ps[j + 1][1] - ps[j][1] == dlo:
+                            j += 1
+                        j += 1
+                    else:
+                        dp = dlo = 0
+                    self.groups.append((ps[i][0], dp, j - i, ps[i][1], dlo, int(L), wp))
+                    i = j
             return
         size_in = plan.slots[self.src].size
         self.flat_idx = np.where(self.idx < 0, size_in, self.idx).reshape(-1)  # -1 -> the zero row
@@ -1314,8 +1330,14 @@ class _ConvOp(_Op):
         acc = views[self.acc]
         if self.slabs is not None:
             x, F = bufs[self.src], self.F
-            for p, (lo, hi, wp) in enumerate(self.wp):
-                np.matmul(wp, x[lo:hi], out=acc[p * F:(p + 1) * F])
+            n = x.shape[1]
+            for p0, dp, G, lo0, dlo, L, wp in self.groups:
+                if G == 1:
+                    np.matmul(wp, x[lo0:lo0 + L], out=acc[p0 * F:(p0 + 1) * F])
+                    continue
+                xs, os_ = x.strides, acc.strides
+                np.matmul(wp, as_strided(x[lo0:], (G, L, n), (dlo * xs[0], xs[0], xs[1])),
+                          out=as_strided(acc[p0 * F:], (G, F, n), (dp * F * os_[0], os_[0], os_[1])))
         else:
             n = views[self.src].shape[1]
             cols = views[self.cols]
