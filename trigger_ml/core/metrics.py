@@ -38,17 +38,13 @@ INTERVAL_METHOD = ("68 % bootstrap percentile interval over the background and s
 
 def clopper_pearson(k: int, n: int, cl: float = 0.683) -> tuple[float, float]:
     """Exact binomial (Clopper–Pearson) interval for k successes in n trials."""
-    from scipy.special import betaincinv  # = scipy.stats.beta.ppf, bit for bit; imported when needed (start-up)
-
-    a = 1 - cl
-    lo = 0.0 if k == 0 else float(betaincinv(k, n - k + 1, a / 2))
-    hi = 1.0 if k == n else float(betaincinv(k + 1, n - k, 1 - a / 2))
-    return lo, hi
+    lo, hi = clopper_pearson_array(np.array([k]), n, cl)
+    return float(lo[0]), float(hi[0])
 
 
 def clopper_pearson_array(k: np.ndarray, n: int, cl: float = 0.683) -> tuple[np.ndarray, np.ndarray]:
     """:func:`clopper_pearson` for an array of success counts ``k`` out of ``n`` (vectorised)."""
-    from scipy.special import betaincinv
+    from scipy.special import betaincinv  # = scipy.stats.beta.ppf, bit for bit; imported when needed (start-up)
 
     k = np.asarray(k, np.float64)
     a = 1 - cl

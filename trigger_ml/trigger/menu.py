@@ -372,14 +372,15 @@ def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, s
     meanwhile) or on Dask (``"local"`` or an address: the scorer sent once per worker);
     ``took(task_index, result)`` as each chunk finishes."""
     if scheduler is None:
+        if not tasks:
+            return
         from concurrent.futures import ThreadPoolExecutor
 
         from trigger_ml.data.adc2021 import read_events
 
         with ThreadPoolExecutor(1, thread_name_prefix="trigger_ml-read") as reader:
-            ahead = reader.submit(read_events, tasks[0][0], tasks[0][1], tasks[0][2]) if tasks else None
-            if tasks:
-                _warm_up(score_fn, seeds)  # loads the compiled kernels while the first chunk is read
+            ahead = reader.submit(read_events, *tasks[0][:3])
+            _warm_up(score_fn, seeds)  # loads the compiled kernels while the first chunk is read
             for i, (f, a, b, *extra) in enumerate(tasks):
                 ev = ahead.result()  # a bad file raises here, naming the file and the event
                 ahead = reader.submit(read_events, *tasks[i + 1][:3]) if i + 1 < len(tasks) else None

@@ -1310,18 +1310,16 @@ class _ConvOp(_Op):
             # one batched BLAS call per run of pixels equally spaced in output and input (strided views)
             self.groups = []  # (first pixel, pixel step, count, first feature, feature step, run, weights)
             for (L, _), (wp, ps) in by_weights.items():
-                i = 0
-                while i < len(ps):
-                    j = i + 1
-                    if j < len(ps):
-                        dp, dlo = ps[j][0] - ps[i][0], ps[j][1] - ps[i][1]
-                        while j + 1 < len(ps) and ps[j + 1][0] - ps[j][0] == dp and ps[j + 1][1] - ps[j][1] == dlo:
-                            j += 1
-                        j += 1
+                runs: list[list[int]] = []  # [first pixel, pixel step, count, first feature, feature step]
+                for p, lo in ps:
+                    r = runs[-1] if runs else None
+                    if r is not None and r[2] == 1:  # a second pixel fixes the run's steps
+                        r[1], r[2], r[4] = p - r[0], 2, lo - r[3]
+                    elif r is not None and p == r[0] + r[2] * r[1] and lo == r[3] + r[2] * r[4]:
+                        r[2] += 1
                     else:
-                        dp = dlo = 0
-                    self.groups.append((ps[i][0], dp, j - i, ps[i][1], dlo, int(L), wp))
-                    i = j
+                        runs.append([p, 0, 1, lo, 0])
+                self.groups += [(p0, dp, G, lo0, dlo, int(L), wp) for p0, dp, G, lo0, dlo in runs]
             return
         size_in = plan.slots[self.src].size
         self.flat_idx = np.where(self.idx < 0, size_in, self.idx).reshape(-1)  # -1 -> the zero row
