@@ -436,26 +436,75 @@ def test_conv2d_with_narrow_accumulator_is_fast_and_exact(acc: FixedType) -> Non
     assert rep["c"]["path"] == "fast" and "per-product" in rep["c"]["how"]
 
 
-@pytest.mark.parametrize("H,W,C,F,fh,fw,sh,sw,x_bits,slab", [
-    (9, 3, 4, 5, 3, 3, 1, 1, 12, True),     # the ADC image: every window a contiguous run of features
-    (6, 7, 2, 3, 3, 3, 1, 1, 12, False),    # a wide image: windows skip features -> im2col copy
-    (7, 3, 3, 4, 3, 2, 2, 1, 20, True),     # stride 2, asymmetric kernel, 20-bit inputs (float64 sums)
-])
-def test_conv2d_blas_paths_equal_reference(H, W, C, F, fh, fw, sh, sw, x_bits, slab) -> None:
-    """Wide-accumulator convolutions run as BLAS products: straight on contiguous input windows (no im2col
-    copy) when that costs no more multiply-adds, else on the im2col copy; both equal the reference."""
-    rng = np.random.default_rng(H * 100 + W)
-    x_t, w_t, b_t = FixedType(x_bits, x_bits // 2), FixedType(8, 1), FixedType(10, 4)
-    acc = FixedType(40, 20)
-    pt, pl = fh // 2, fw // 2
-    OH, OW = (H + 2 * pt - fh) // sh + 1, (W + 2 * pl - fw) // sw + 1
+def _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=None, weight=None, relu=False):
+    pt, pb, pl, pr = pads if pads is not None else (fh // 2, fh // 2, fw // 2, fw // 2)
+    OH, OW = (H + pt + pb - fh) // sh + 1, (W + pl + pr - fw) // sw + 1
+    b_t = FixedType(10, 4)
     params = dict(in_height=H, in_width=W, n_chan=C, out_height=OH, out_width=OW, n_filt=F, filt_height=fh,
-                  filt_width=fw, stride_height=sh, stride_width=sw, pad_top=pt, pad_bottom=pt, pad_left=pl, pad_right=pl)
-    layers = (Layer("x", "input", (), (H, W, C), x_t),
-              Layer("c", "conv2d", ("x",), (OH, OW, F), FixedType(16, 8, True, "RND", "SAT"),
-                    types={"weight": w_t, "bias": b_t, "accum": acc}, params=params,
-                    arrays={"weight": _raw(rng, w_t, (fh, fw, C, F)), "bias": _raw(rng, b_t, (F,))}))
-    fm = FirmwareModel("conv", (TensorSpec("x", (H, W, C), x_t),), (TensorSpec("c", (OH * OW * F,), layers[-1].type),), layers)
+                  filt_width=fw, stride_height=sh, stride_width=sw, pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr)
+    w = _raw(rng, w_t, (fh, fw, C, F)) if weight is None else weight
+    layers = [Layer("x", "input", (), (H, W, C), x_t),
+              Layer("c", "conv2d", ("x",), (OH, OW, F), out_t, types={"weight": w_t, "bias": b_t, "accum": acc},
+                    params=params, arrays={"weight": w, "bias": _raw(rng, b_t, (F,))})]
+    if relu:
+        layers.append(Layer("r", "activation", ("c",), (OH, OW, F), FixedType(12, 6, False, "RND", "SAT"), params={"fn": "relu"}))
+    out = layers[-1]
+    return FirmwareModel("conv", (TensorSpec("x", (H, W, C), x_t),), (TensorSpec(out.name, (OH * OW * F,), out.type),), tuple(layers))
+
+
+@pytest.mark.parametrize("H,W,C,F,fh,fw,sh,sw,x_bits,path", [
+    (9, 3, 4, 5, 3, 3, 1, 1, 12, "on int16 pairs"),         # the ADC image: contiguous windows, int16 inputs
+    (6, 7, 2, 3, 3, 3, 1, 1, 12, "im2col +"),               # a wide image: windows skip features -> im2col copy
+    (7, 3, 3, 4, 3, 2, 2, 1, 20, "2 int16 digits"),         # stride 2, asymmetric kernel, 20-bit inputs: two digits
+    (7, 3, 3, 4, 3, 2, 2, 1, 26, "(BLAS, no im2col copy)"),  # 26-bit inputs: sums may exceed int32 -> float64 BLAS
+])
+def test_conv2d_paths_equal_reference(H, W, C, F, fh, fw, sh, sw, x_bits, path) -> None:
+    """Wide-accumulator convolutions: integer dot products on int16 pairs (inputs in one or two int16
+    digits) when every sum fits int32, else BLAS products on contiguous input windows, or on the im2col
+    copy when the windows skip features; every path equals the reference bit for bit."""
+    rng = np.random.default_rng(H * 100 + W)
+    fm = _conv_model(rng, H, W, C, F, fh, fw, sh, sw, FixedType(x_bits, x_bits // 2), FixedType(8, 1),
+                     FixedType(40, 20), FixedType(16, 8, True, "RND", "SAT"))
     emu = _check(fm, 3)
     how = {e["layer"]: e for e in emu.plan_report()}["c"]["how"]
-    assert ("no im2col copy" in how) is slab, how
+    assert path in how, how
+
+
+def test_conv2d_int16_pairs_exact_at_the_int32_limit() -> None:
+    """The integer path at its edge: int16 inputs and weights at their minimum, so each product is
+    2**29 and a pair of them 2**30, and the sums of three reach 3 * 2**29 (just under 2**31).  A fourth
+    product would not fit int32: that model goes to float64 BLAS instead."""
+    x_t, w_t, acc = FixedType(16, 8), FixedType(15, 3), FixedType(48, 28)
+    for fw, path in ((3, "on int16 pairs"), (4, "(BLAS, no im2col copy)")):
+        w = np.full((1, fw, 1, 5), w_t.raw_min, dtype=np.int64)
+        w[0, 0, 0, 1] = w_t.raw_max
+        fm = _conv_model(np.random.default_rng(fw), 4, 5, 1, 5, 1, fw, 1, 1, x_t, w_t, acc,
+                         FixedType(40, 12, True, "TRN", "WRAP"), pads=(0, 0, 0, fw - 1), weight=w)
+        fast, ref = Emulator(fm, block=97, threads=2), Emulator(fm, fast=False)
+        raw = np.full((150, 20), x_t.raw_min, dtype=np.int64)
+        raw[1::3] = x_t.raw_max
+        raw[2::3] = np.random.default_rng(0).integers(x_t.raw_min, x_t.raw_max + 1, size=(50, 20))
+        yf, yr = fast.predict_raw(raw), ref.predict_raw(raw)
+        assert int(np.count_nonzero(yf != yr)) == 0
+        assert path in {e["layer"]: e for e in fast.plan_report()}["c"]["how"]
+        assert int(np.abs(yr[0]).max()) > 2**30 >> 16  # the sums really come near 2**31 (out_t keeps 12 frac bits of 28)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10**6))
+def test_conv2d_random_equals_reference(seed: int) -> None:
+    """Random convolutions (shape, stride, padding, input / weight widths, wrapping accumulators, ReLU)
+    equal the reference executor bit for bit, whichever product path the plan picks."""
+    rng = np.random.default_rng(seed)
+    H, W, C, F = (int(v) for v in rng.integers([2, 1, 1, 1], [12, 6, 6, 20]))
+    fh, fw = int(rng.integers(1, min(H, 4) + 1)), int(rng.integers(1, min(W, 4) + 1))
+    sh, sw = (int(v) for v in rng.integers(1, 3, size=2))
+    pads = tuple(int(v) for v in (rng.integers(0, fh), rng.integers(0, fh), rng.integers(0, fw), rng.integers(0, fw)))
+    xb, wb = int(rng.integers(4, 25)), int(rng.integers(2, 17))
+    x_t = FixedType(xb, int(rng.integers(0, xb + 1)), bool(rng.integers(0, 2)))
+    w_t = FixedType(wb, int(rng.integers(-2, 4)))
+    fp = x_t.frac + w_t.frac
+    acc = FixedType(48, 48 - fp) if rng.integers(0, 2) else FixedType(fp + int(rng.integers(4, 16)), int(rng.integers(4, 16)), True, "TRN", "WRAP")
+    out_t = FixedType(int(rng.integers(6, 20)), int(rng.integers(2, 10)), True, str(rng.choice(["TRN", "RND"])), str(rng.choice(["WRAP", "SAT"])))
+    fm = _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=pads, relu=bool(rng.integers(0, 2)))
+    _check(fm, seed)

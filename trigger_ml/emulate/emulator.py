@@ -78,13 +78,14 @@ class Emulator:
     (flattened like hls4ml, also for a single event; a list when the model has several outputs).
 
     ``fast=False`` uses only the reference executor.  The fast path works on blocks of ``block``
-    events spread over ``threads`` threads (default: the cores, at most 8); the reference path,
+    events (default: 2048, fewer for models with large per-event buffers such as convolutions)
+    spread over ``threads`` threads (default: the cores, at most 8); the reference path,
     ``trace`` and ``overflow_*`` work on chunks of ``chunk_size`` events, so memory stays flat
     apart from the results themselves (``predict_file`` streams an HDF5 file).
     """
 
     def __init__(self, fm: FirmwareModel, *, chunk_size: int = 65536, fast: bool = True, threads: int | None = None,
-                 block: int = 2048) -> None:
+                 block: int | None = None) -> None:
         if not isinstance(fm, FirmwareModel):
             raise TriggerMLError(f"Emulator needs a FirmwareModel, got {type(fm).__name__}")
         if int(chunk_size) < 1:
