@@ -436,7 +436,7 @@ def test_conv2d_with_narrow_accumulator_is_fast_and_exact(acc: FixedType) -> Non
     assert rep["c"]["path"] == "fast" and "per-product" in rep["c"]["how"]
 
 
-def _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=None, weight=None, relu=False):
+def _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=None, weight=None, relu=None):
     pt, pb, pl, pr = pads if pads is not None else (fh // 2, fh // 2, fw // 2, fw // 2)
     OH, OW = (H + pt + pb - fh) // sh + 1, (W + pl + pr - fw) // sw + 1
     b_t = FixedType(10, 4)
@@ -446,8 +446,8 @@ def _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=None
     layers = [Layer("x", "input", (), (H, W, C), x_t),
               Layer("c", "conv2d", ("x",), (OH, OW, F), out_t, types={"weight": w_t, "bias": b_t, "accum": acc},
                     params=params, arrays={"weight": w, "bias": _raw(rng, b_t, (F,))})]
-    if relu:
-        layers.append(Layer("r", "activation", ("c",), (OH, OW, F), FixedType(12, 6, False, "RND", "SAT"), params={"fn": "relu"}))
+    if relu is not None:  # the ReLU's output type
+        layers.append(Layer("r", "activation", ("c",), (OH, OW, F), relu, params={"fn": "relu"}))
     out = layers[-1]
     return FirmwareModel("conv", (TensorSpec("x", (H, W, C), x_t),), (TensorSpec(out.name, (OH * OW * F,), out.type),), tuple(layers))
 
@@ -493,8 +493,9 @@ def test_conv2d_int16_pairs_exact_at_the_int32_limit() -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10**6))
 def test_conv2d_random_equals_reference(seed: int) -> None:
-    """Random convolutions (shape, stride, padding, input / weight widths, wrapping accumulators, ReLU)
-    equal the reference executor bit for bit, whichever product path the plan picks."""
+    """Random convolutions (shape, stride, padding, input / weight widths, wrapping accumulators, every
+    rounding / overflow mode, ReLU) equal the reference executor bit for bit, whichever product path
+    the plan picks and however many of the stages run in int32 lanes inside the product kernel."""
     rng = np.random.default_rng(seed)
     H, W, C, F = (int(v) for v in rng.integers([2, 1, 1, 1], [12, 6, 6, 20]))
     fh, fw = int(rng.integers(1, min(H, 4) + 1)), int(rng.integers(1, min(W, 4) + 1))
@@ -505,6 +506,31 @@ def test_conv2d_random_equals_reference(seed: int) -> None:
     w_t = FixedType(wb, int(rng.integers(-2, 4)))
     fp = x_t.frac + w_t.frac
     acc = FixedType(48, 48 - fp) if rng.integers(0, 2) else FixedType(fp + int(rng.integers(4, 16)), int(rng.integers(4, 16)), True, "TRN", "WRAP")
-    out_t = FixedType(int(rng.integers(6, 20)), int(rng.integers(2, 10)), True, str(rng.choice(["TRN", "RND"])), str(rng.choice(["WRAP", "SAT"])))
-    fm = _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=pads, relu=bool(rng.integers(0, 2)))
+    modes = (["TRN", "RND", "TRN", "RND", "RND_CONV", "RND_ZERO"], ["WRAP", "SAT", "WRAP", "SAT", "SAT_SYM", "SAT_ZERO"])
+    out_t = FixedType(int(rng.integers(6, 20)), int(rng.integers(2, 10)), True, str(rng.choice(modes[0])), str(rng.choice(modes[1])))
+    relu_t = FixedType(int(rng.integers(4, 14)), int(rng.integers(1, 8)), False, str(rng.choice(modes[0])), str(rng.choice(modes[1])))
+    fm = _conv_model(rng, H, W, C, F, fh, fw, sh, sw, x_t, w_t, acc, out_t, pads=pads, relu=relu_t if rng.integers(0, 2) else None)
     _check(fm, seed)
+
+
+@pytest.mark.parametrize("op", ["average", "max"])
+def test_conv_relu_pool_pairs_equal_reference(op: str) -> None:
+    """The adc-cnn-ae pattern: a 9x3 image, conv (3x3) -> ReLU -> 2x1 pooling.  The conv runs its whole
+    stage chain in int32 lanes and stores floats itself; the pooling's 2-input windows are the first step
+    of its stage chain; conv row 8, never read by the pooling, is not computed.  Bit for bit equal to the
+    reference, and the plan report says which of these happened."""
+    rng = np.random.default_rng(7)
+    x_t, w_t, acc = FixedType(12, 6, False), FixedType(7, 1), FixedType(22, 10)
+    fm0 = _conv_model(rng, 9, 3, 16, 12, 3, 3, 1, 1, x_t, w_t, acc, FixedType(17, 10), relu=FixedType(12, 6, False, "RND", "SAT"))
+    pool = Layer("p", "pooling2d", ("r",), (4, 3, 12), FixedType(12, 6, False, "RND", "SAT"),
+                 types={"accum": FixedType(14, 7, False)},
+                 params={"op": op, "in_height": 9, "in_width": 3, "n_filt": 12, "out_height": 4, "out_width": 3,
+                         "pool_height": 2, "pool_width": 1, "stride_height": 2, "stride_width": 1,
+                         "pad_top": 0, "pad_bottom": 0, "pad_left": 0, "pad_right": 0, "count_pad": False})
+    fm = FirmwareModel("cnn", fm0.inputs, (TensorSpec("p", (4 * 3 * 12,), pool.type),), fm0.layers + (pool,))
+    emu = _check(fm, 11)
+    rep = {e["layer"]: e for e in emu.plan_report()}
+    assert "on int16 pairs" in rep["c"]["how"] and "the last 3 of 27 output pixels" in rep["c"]["how"], rep["c"]
+    assert "2-input windows" in rep["p"]["how"], rep["p"]
+    conv = next(op_ for op_ in emu._fast.ops if getattr(op_, "ints", None) is not None)
+    assert conv.direct and len(conv.SP) == len(conv.stages) >= 2  # accumulator, output and ReLU casts: all in int32 lanes

@@ -148,6 +148,25 @@ def vstore(typingctx, arr, off, v):
 
 
 @_intrinsic
+def vstoref(typingctx, arr, off, v):
+    """Store ``v`` converted to the array's float type at ``arr.flat[off:off+16]`` (C-contiguous
+    float32 / float64 array; no bounds check; int32 -> float is exact in float64, and in float32 for
+    the |values| < 2**24 the plan allows there)."""
+    if not (isinstance(arr, _nbt.Array) and arr.dtype in (_nbt.float32, _nbt.float64) and v == i32x16):
+        return None
+
+    def cg(context, builder, sig, args):
+        ft = _ir.FloatType() if sig.args[0].dtype == _nbt.float32 else _ir.DoubleType()
+        vt = _ir.VectorType(ft, 16)
+        a = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), vt.as_pointer())
+        builder.store(builder.sitofp(args[2], vt), ptr, align=4)
+        return context.get_dummy_value()
+
+    return _nbt.void(arr, off, v), cg
+
+
+@_intrinsic
 def vdp(typingctx, acc, x, w):
     """``acc + lo16(x)*lo16(w) + hi16(x)*hi16(w)`` per lane: ``x`` holds two int16 per lane, ``w`` is
     one int32 scalar holding two int16, broadcast to every lane."""
@@ -165,6 +184,67 @@ def vdp(typingctx, acc, x, w):
         return builder.add(acc_, builder.add(even, odd))
 
     return i32x16(acc, x, w), cg
+
+
+def _vec_scalar(op: str):
+    """A numba intrinsic ``f(v, s)``: lane-wise ``v op s`` on an int32x16 vector and an integer scalar
+    (truncated to int32): mul / add / sub / and wrap modulo 2**32, ashr shifts right arithmetically,
+    max / min are signed."""
+
+    @_intrinsic
+    def f(typingctx, v, s):
+        if not (v == i32x16 and isinstance(s, _nbt.Integer)):
+            return None
+
+        def cg(context, builder, sig, args):
+            x, c = args
+            i32 = _ir.IntType(32)
+            c = builder.trunc(c, i32) if c.type.width > 32 else (builder.sext(c, i32) if c.type.width < 32 else c)
+            c = builder.insert_element(_ir.Constant(_V16, None), c, _ir.Constant(i32, 0))
+            c = builder.shuffle_vector(c, c, _ir.Constant(_V16, None))
+            if op == "mul":
+                return builder.mul(x, c)
+            if op == "add":
+                return builder.add(x, c)
+            if op == "sub":
+                return builder.sub(x, c)
+            if op == "and":
+                return builder.and_(x, c)
+            if op == "ashr":
+                return builder.ashr(x, c)
+            return builder.select(builder.icmp_signed(">" if op == "max" else "<", x, c), x, c)
+
+        return i32x16(v, s), cg
+
+    return f
+
+
+vmuls, vadds, vsubs, vands, vsras, vmaxs, vmins = (_vec_scalar(o) for o in ("mul", "add", "sub", "and", "ashr", "max", "min"))
+
+#: rows of the integer stage parameters ``SP[s, row, filter]`` used by :func:`istage`
+IS_PM, IS_AD, IS_RLO, IS_HALF, IS_SHIFT, IS_WLO, IS_MASK, IS_LO, IS_HI = range(9)
+
+
+@_nb.njit(inline="always", cache=True)
+def istage(v, pm, ad, rlo, half, shift, wlo, mask, lo, hi):  # pragma: no cover - compiled
+    """One stage of a fused chain in int32 lanes, branch-free (neutral parameters do nothing):
+    ``max(v*pm + ad, rlo)``, rounding ``(v + half) >> shift``, wrap ``((v - wlo) & mask) + wlo``,
+    saturation to ``[lo, hi]``.  Every intermediate value is proven to fit int32."""
+    if pm != 1:
+        v = vmuls(v, pm)
+    v = vmaxs(vadds(v, ad), rlo)
+    v = vsras(vadds(v, half), shift)
+    v = vadds(vands(vsubs(v, wlo), mask), wlo)
+    return vmins(vmaxs(v, lo), hi)
+
+
+@_nb.njit(inline="always", cache=True)
+def _stage2(a, c, SP, s, f):  # pragma: no cover - compiled
+    """:func:`istage` of filter ``f`` on its two accumulator vectors (parameters loaded once)."""
+    pm, ad, rlo, half, shift = SP[s, IS_PM, f], SP[s, IS_AD, f], SP[s, IS_RLO, f], SP[s, IS_HALF, f], SP[s, IS_SHIFT, f]
+    wlo, mask, lo, hi = SP[s, IS_WLO, f], SP[s, IS_MASK, f], SP[s, IS_LO, f], SP[s, IS_HI, f]
+    return (istage(a, pm, ad, rlo, half, shift, wlo, mask, lo, hi),
+            istage(c, pm, ad, rlo, half, shift, wlo, mask, lo, hi))
 
 
 def _kernels() -> dict:
@@ -253,13 +333,19 @@ def _kernels() -> dict:
                 xi[k, r] = 0
 
     @jit
-    def conv_pairs(xi, w, lo2, L2, wofs, Fb, out):  # pragma: no cover - compiled
-        """Integer convolution on packed int16 pairs: for output pixel p and filter f,
-        ``out[p*Fb*8 + f, r] = sum_j dot2(xi[lo2[p] + j, r], w[...])`` in int32.  Weights of pixel p,
-        filter block b (8 filters), pair j, filter i at ``wofs[p] + (b*L2[p] + j)*8 + i``.  Registers hold
-        8 filters x 32 events (16 vectors); each loaded input vector feeds 8 products."""
+    def conv_pairs(xi, w, lo2, L2, wofs, Fb, SP, F, y, out):  # pragma: no cover - compiled
+        """Integer convolution on packed int16 pairs: for output pixel p and filter f, the int32 sum
+        ``sum_j dot2(xi[lo2[p] + j, r], w[...])``, then the first ``SP.shape[0]`` stages of the chain
+        (:func:`istage`) in registers.  Stored as floats straight into ``y[p*F + f, r]`` when ``y`` has
+        rows (the whole chain ran here; events past the last full 32 go through ``out``), else as int32
+        into ``out[p*Fb*8 + f, r]``.  Weights of pixel p, filter block b (8 filters), pair j, filter i at
+        ``wofs[p] + (b*L2[p] + j)*8 + i``.  Registers hold 8 filters x 32 events (16 vectors); each
+        loaded input vector feeds 8 products."""
         npad = xi.shape[1]
         F8 = Fb * 8
+        n = y.shape[1]
+        direct = y.shape[0] > 0
+        n_full = (n // 32) * 32 if direct else 0
         for v in range(0, npad, 32):
             for p in range(lo2.shape[0]):
                 L = L2[p]
@@ -281,7 +367,29 @@ def _kernels() -> dict:
                         c4 = vdp(c4, x1, w4); c5 = vdp(c5, x1, w5); c6 = vdp(c6, x1, w6); c7 = vdp(c7, x1, w7)  # noqa: E702
                         wo += 8
                         xo += npad
-                    o = (p * F8 + b * 8) * npad + v
+                    f = b * 8
+                    for s in range(SP.shape[0]):
+                        a0, c0 = _stage2(a0, c0, SP, s, f)
+                        a1, c1 = _stage2(a1, c1, SP, s, f + 1)
+                        a2, c2 = _stage2(a2, c2, SP, s, f + 2)
+                        a3, c3 = _stage2(a3, c3, SP, s, f + 3)
+                        a4, c4 = _stage2(a4, c4, SP, s, f + 4)
+                        a5, c5 = _stage2(a5, c5, SP, s, f + 5)
+                        a6, c6 = _stage2(a6, c6, SP, s, f + 6)
+                        a7, c7 = _stage2(a7, c7, SP, s, f + 7)
+                    if v < n_full:
+                        o = (p * F + f) * n + v
+                        if f + 8 <= F:
+                            vstoref(y, o, a0); vstoref(y, o + 16, c0); vstoref(y, o + n, a1); vstoref(y, o + n + 16, c1)  # noqa: E702
+                            o += 2 * n
+                            vstoref(y, o, a2); vstoref(y, o + 16, c2); vstoref(y, o + n, a3); vstoref(y, o + n + 16, c3)  # noqa: E702
+                            o += 2 * n
+                            vstoref(y, o, a4); vstoref(y, o + 16, c4); vstoref(y, o + n, a5); vstoref(y, o + n + 16, c5)  # noqa: E702
+                            o += 2 * n
+                            vstoref(y, o, a6); vstoref(y, o + 16, c6); vstoref(y, o + n, a7); vstoref(y, o + n + 16, c7)  # noqa: E702
+                            continue
+                        # the last, partial block of filters: store through the scratch, copied below
+                    o = (p * F8 + f) * npad + v
                     vstore(out, o, a0); vstore(out, o + npad, a1); vstore(out, o + 2 * npad, a2)  # noqa: E702
                     vstore(out, o + 3 * npad, a3); vstore(out, o + 4 * npad, a4); vstore(out, o + 5 * npad, a5)  # noqa: E702
                     vstore(out, o + 6 * npad, a6); vstore(out, o + 7 * npad, a7)  # noqa: E702
@@ -289,6 +397,13 @@ def _kernels() -> dict:
                     vstore(out, o, c0); vstore(out, o + npad, c1); vstore(out, o + 2 * npad, c2)  # noqa: E702
                     vstore(out, o + 3 * npad, c3); vstore(out, o + 4 * npad, c4); vstore(out, o + 5 * npad, c5)  # noqa: E702
                     vstore(out, o + 6 * npad, c6); vstore(out, o + 7 * npad, c7)  # noqa: E702
+        if direct:  # what went through the scratch: the events past n_full, and a partial last filter block
+            fb = (F // 8) * 8
+            for p in range(lo2.shape[0]):
+                for f in range(F):
+                    r0 = n_full if f < fb else 0
+                    for r in range(r0, n):
+                        y[p * F + f, r] = out[p * F8 + f, r]
 
     @jit
     def pp_dense(x, ws, bias, P, K, rm, pq, aq, out):  # pragma: no cover - compiled

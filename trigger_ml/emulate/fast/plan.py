@@ -47,6 +47,7 @@ from trigger_ml.core.fixed import (
     O_SAT_ZERO,
     O_WRAP,
     OVERFLOW_MODES,
+    Q_RND,
     Q_TRN,
     Q_TRN_ZERO,
     ROUNDING_CODE,
@@ -675,6 +676,10 @@ class _FastPlan:
                 self.slots[cols].f64_needed = True
         op = _ConvOp(self.layer_slot[src], cols, acc, idx, w2, st, slabs, ints)
         op.layer_name = layer.name
+        if ints is not None:  # each filter's sum interval, for the stages run in int32 lanes
+            op.acc_iv = [(sum(min(int(w) * int(a), int(w) * int(b)) for w, a, b in zip(w2[:, j], col_lo, col_hi)),
+                          sum(max(int(w) * int(a), int(w) * int(b)) for w, a, b in zip(w2[:, j], col_lo, col_hi)))
+                         for j in range(w2.shape[1])]
         self.ops.append(op)
         self._set_output(layer, op, np.tile(st.lo, P_), np.tile(st.hi, P_))
 
@@ -867,6 +872,7 @@ class _FastPlan:
         acc = self._new_slot(O * F, lo, hi)
         self.slots[acc].f64_needed = True
         op = _PoolOp(self.layer_slot[src], acc, rows, code, float(pad), ma, mb, mu, rm, aq, lens, st)
+        op.layer_name = layer.name
         self.ops.append(op)
         self._set_output(layer, op, st.lo, st.hi)
         self._how = f"{op_name} pooling (numba) + fused stage chain"
@@ -1253,6 +1259,8 @@ class _PoolOp(_Op):
             self.runner = _Runner(stages, plan.slots[self.out_slot].size, binop="maximum" if self.code == 0 else "add",
                                   rows1=self.rows[:, 0], rows2=self.rows[:, 1])
             plan.slots[self.acc].size = 0
+            kind = "max" if self.code == 0 else "average"
+            plan.report[self.layer_name]["how"] = f"{kind} pooling of 2-input windows as the first step of the fused stage chain (no pooling pass)"
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
         if self.pair is not None:
@@ -1443,15 +1451,23 @@ class _ConvOp(_Op):
                 P0 = np.zeros((7, F))
                 P0[0], P0[2], P0[3], P0[4], P0[5], P0[6] = 2.0**k, 1.0, -math.inf, math.inf, 1.0, 1.0
                 stages = [("x2**k", Q_TRN, O_SAT, P0, -math.inf)]
-        self.runner = _Runner(stages, plan.slots[self.out_slot].size, tile=self.P, rows1=rows)
+        self.SP = _int_stages(stages, self.Fb * 8, [(lo >> k, hi >> k) for lo, hi in self.acc_iv])
+        self.runner = _Runner(stages[len(self.SP):], plan.slots[self.out_slot].size, tile=self.P, rows1=rows)
+        # the kernel stores floats itself when no stage is left; float32 holds its int32 results exactly
+        # only below 2**24, which the slot's dtype choice already proved
+        self.direct = len(self.SP) == len(stages)
         plan.slots[self.acc].size = 0  # the sums live in the int32 scratch instead
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
         if self.ints is not None:
             xi, out = bufs[self.scratch_at], bufs[self.scratch_at + 1]
             K["pack_pairs"](views[self.src], self.ints[0], self.ints[1], xi)
-            K["conv_pairs"](xi, self.wpk, self.lo2, self.L2, self.wofs, self.Fb, out)
-            self.runner(out, views[self.out_slot][: self.live_pixels * self.F])
+            y = views[self.out_slot][: self.live_pixels * self.F]
+            if self.direct:  # the whole chain ran in the kernel, which stores the outputs itself
+                K["conv_pairs"](xi, self.wpk, self.lo2, self.L2, self.wofs, self.Fb, self.SP, self.F, y, out)
+                return
+            K["conv_pairs"](xi, self.wpk, self.lo2, self.L2, self.wofs, self.Fb, self.SP, self.F, y[:0], out)
+            self.runner(out, y)
             return
         acc = views[self.acc]
         if self.slabs is not None:
@@ -1472,19 +1488,18 @@ class _ConvOp(_Op):
         self.runner(acc, views[self.out_slot])
 
 
-#: default block sizes: the largest power of two between these whose workspace fits _BLOCK_BYTES
+#: default block size: the most events, in steps of 128 between these bounds, whose workspace fits
+#: _BLOCK_BYTES (one block's buffers stay near the caches)
 _BLOCK_MIN, _BLOCK_MAX, _BLOCK_BYTES = 256, 2048, 12 << 20
 
 
 def _auto_block(bytes_per_event: int) -> int:
-    """Events per block when the caller does not choose: 2048 for dense models (a few kB per event);
-    fewer for convolutional ones, whose per-event buffers are large, so that one block's buffers stay
-    near the caches.  Measured (2 threads, events/s): adc-cnn-ae ~28 kB/event: 0.81M at 256 against
-    0.53M at 2048; the dense zoo models are fastest at 2048."""
-    b = _BLOCK_MAX
-    while b > _BLOCK_MIN and b * bytes_per_event > _BLOCK_BYTES:
-        b //= 2
-    return b
+    """Events per block when the caller does not choose: 2048 for dense models (a few kB per event),
+    fewer for convolutional ones, whose per-event buffers are large.  Measured (2 threads, events/s):
+    adc-cnn-ae (29 kB/event) 1.17M at 384 against 1.09M at 256, 1.12M at 512 and 0.76M at 1024; the
+    dense zoo models (0.7-5 kB/event) are fastest at 2048."""
+    fit = (_BLOCK_BYTES // max(1, bytes_per_event)) // 128 * 128
+    return int(min(_BLOCK_MAX, max(_BLOCK_MIN, fit)))
 
 
 def _int16_pairs(w2: np.ndarray, lo: np.ndarray, hi: np.ndarray, bound: int) -> tuple[int, int, int] | None:
@@ -1510,6 +1525,68 @@ def _int16_pairs(w2: np.ndarray, lo: np.ndarray, hi: np.ndarray, bound: int) -> 
     if s >= 1 and -(2**15) <= (xlo >> s) and (xhi >> s) < 2**15:
         return (2, s, k)
     return None
+
+
+def _int_stages(stages: list, n_cols: int, iv: list[tuple[int, int]]) -> np.ndarray:
+    """Parameters ``SP[s, row, column]`` (int32, rows as in ``kernels.IS_*``) of the longest prefix of
+    a stage chain that runs exactly in int32 lanes (``kernels.istage``) on values in the per-column
+    intervals ``iv``: integer multiplier and offset, ReLU, rounding TRN / RND by a power of two (a left
+    shift folds into the multiplier), overflow WRAP (a power-of-two span) or SAT, every intermediate
+    value proven inside int32.  Columns from ``len(iv)`` to ``n_cols`` (padding) get a neutral stage."""
+    from trigger_ml.emulate.fast import kernels as kn
+
+    lim = 2**31
+    neutral = np.zeros(9, dtype=np.int64)
+    neutral[[kn.IS_PM, kn.IS_RLO, kn.IS_MASK, kn.IS_LO, kn.IS_HI]] = (1, -lim, -1, -lim, lim - 1)
+    out: list[np.ndarray] = []
+
+    def done() -> np.ndarray:
+        return np.array(out, dtype=np.int64).astype(np.int32).reshape(-1, 9, n_cols)
+
+    iv = list(iv)
+    for _name, rm, om, P, rlo in stages:
+        sp = np.repeat(neutral[:, None], n_cols, axis=1)
+        new_iv = []
+        for c, (a, b) in enumerate(iv):
+            pm, ad, mu, slo, shi, M = (float(v) for v in P[:6, c])
+            m, e = math.frexp(mu)
+            e -= 1  # mu = 2**e when m == 0.5
+            if pm != int(pm) or ad != int(ad) or rlo not in (0.0, -math.inf) or m != 0.5 or not -31 < e < 31:
+                return done()
+            pm, ad = int(pm), int(ad)
+            if e > 0:  # relu(v*pm + ad) * 2**e == relu(v*(pm << e) + (ad << e))
+                pm, ad, e = pm << e, ad << e, 0
+            a, b = min(a * pm, b * pm) + ad, max(a * pm, b * pm) + ad
+            if rlo == 0.0:
+                a, b = max(a, 0), max(b, 0)
+            shift = -e
+            half = (1 << (shift - 1)) if (rm == Q_RND and shift) else 0
+            if (shift and rm not in (Q_TRN, Q_RND)) or max(abs(pm), abs(a), abs(b) + half) >= lim:
+                return done()
+            a, b = (a + half) >> shift, (b + half) >> shift
+            wlo, mask, lo, hi = 0, -1, -lim, lim - 1
+            if om == O_WRAP:
+                if M != 2.0 ** (int(M).bit_length() - 1) or slo != int(slo):
+                    return done()
+                wlo, M = int(slo), int(M)
+                if a >= wlo and b <= wlo + M - 1:
+                    wlo = 0  # nothing wraps
+                elif -lim <= wlo and wlo + M - 1 < lim:
+                    mask = M - 1
+                    a, b = wlo, wlo + M - 1
+                else:
+                    return done()
+            elif om == O_SAT:
+                lo = -lim if slo == -math.inf else max(int(slo), -lim)
+                hi = lim - 1 if shi == math.inf else min(int(shi), lim - 1)
+                a, b = min(max(a, lo), hi), max(min(b, hi), lo)
+            else:
+                return done()
+            sp[:, c] = (pm, ad, 0 if rlo == 0.0 else -lim, half, shift, wlo, mask, lo, hi)
+            new_iv.append((a, b))
+        out.append(sp)
+        iv = new_iv
+    return done()
 
 
 def _conv_slabs(idx: np.ndarray) -> list[tuple[int, int]] | None:
