@@ -347,9 +347,8 @@ def histogram_samples(
         if progress:
             progress(name, done[name], totals[name])
 
-    if scheduler is None or tasks:
-        _map_chunks(_hist_chunk, [(f, a, b, name) for name, f, a, b in tasks], score_fn, seeds, scheduler,
-                    lambda i, h: took(tasks[i][0], h, tasks[i][3] - tasks[i][2]))
+    _map_chunks(_hist_chunk, [(f, a, b, name) for name, f, a, b in tasks], score_fn, seeds, scheduler,
+                lambda i, h: took(tasks[i][0], h, tasks[i][3] - tasks[i][2]))
     return {name: a.result() for name, a in acc.items()}
 
 
@@ -370,10 +369,10 @@ def _map_chunks(chunk_fn: Callable, tasks: Sequence[tuple], score_fn: ScoreFn, s
     """``chunk_fn(file, start, stop, score_fn, seeds, *extra)`` for every task ``(file, start, stop,
     *extra)``, in this process (in order; the next chunk is read and checked on a second thread
     meanwhile) or on Dask (``"local"`` or an address: the scorer sent once per worker);
-    ``took(task_index, result)`` as each chunk finishes."""
+    ``took(task_index, result)`` as each chunk finishes (no tasks: nothing runs, no cluster starts)."""
+    if not tasks:
+        return
     if scheduler is None:
-        if not tasks:
-            return
         from concurrent.futures import ThreadPoolExecutor
 
         from trigger_ml.data.adc2021 import read_events

@@ -84,10 +84,10 @@ def ovf(v, om, lo, hi, M, iM):  # pragma: no cover - compiled
 
 
 # -- 16-lane int32 vectors for the integer convolution kernel ---------------------------------------
-# A numba type whose value is an LLVM ``<16 x i32>`` vector held in a register, and four intrinsics on
-# it, written as plain LLVM IR (no target intrinsic): LLVM's x86 back end selects ``vpdpwssd`` (AVX-512
-# VNNI) or ``vpmaddwd`` + ``vpaddd`` (AVX-512BW / AVX2) for :func:`vdp`, and any other target still gets
-# correct code.  All additions are modular (no ``nsw``), as are ``vpdpwssd`` / ``vpmaddwd``: a sum whose
+# A numba type whose value is an LLVM ``<16 x i32>`` vector held in a register, and intrinsics on it
+# (load / store, the pair product, lane-wise operations with a scalar), written as plain LLVM IR (no
+# target intrinsic): LLVM's x86 back end selects ``vpdpwssd`` (AVX-512 VNNI) or ``vpmaddwd`` +
+# ``vpaddd`` (AVX-512BW / AVX2) for :func:`vdp`, and any other target still gets correct code.  All additions are modular (no ``nsw``), as are ``vpdpwssd`` / ``vpmaddwd``: a sum whose
 # exact value fits int32 comes out exact whatever its partial sums do.
 from llvmlite import ir as _ir  # noqa: E402
 from numba.core import types as _nbt  # noqa: E402
@@ -112,8 +112,17 @@ class _I32x16Model(_models.PrimitiveModel):
         super().__init__(dmm, fe_type, _V16)
 
 
-def _elem_ptr(context, builder, aty, arr, off):
-    return builder.bitcast(builder.gep(context.make_array(aty)(context, builder, arr).data, [off]), _V16.as_pointer())
+def _elem_ptr(context, builder, aty, arr, off, vt=_V16):
+    """Pointer to ``arr.flat[off]`` as a pointer to the vector type ``vt``."""
+    return builder.bitcast(builder.gep(context.make_array(aty)(context, builder, arr).data, [off]), vt.as_pointer())
+
+
+def _splat(builder, c):
+    """The int32 scalar ``c`` (wider integers truncated, narrower sign-extended) in all 16 lanes."""
+    i32 = _ir.IntType(32)
+    c = builder.trunc(c, i32) if c.type.width > 32 else (builder.sext(c, i32) if c.type.width < 32 else c)
+    c = builder.insert_element(_ir.Constant(_V16, None), c, _ir.Constant(i32, 0))
+    return builder.shuffle_vector(c, c, _ir.Constant(_V16, None))
 
 
 @_intrinsic
@@ -156,11 +165,8 @@ def vstoref(typingctx, arr, off, v):
         return None
 
     def cg(context, builder, sig, args):
-        ft = _ir.FloatType() if sig.args[0].dtype == _nbt.float32 else _ir.DoubleType()
-        vt = _ir.VectorType(ft, 16)
-        a = context.make_array(sig.args[0])(context, builder, args[0])
-        ptr = builder.bitcast(builder.gep(a.data, [args[1]]), vt.as_pointer())
-        builder.store(builder.sitofp(args[2], vt), ptr, align=4)
+        vt = _ir.VectorType(_ir.FloatType() if sig.args[0].dtype == _nbt.float32 else _ir.DoubleType(), 16)
+        builder.store(builder.sitofp(args[2], vt), _elem_ptr(context, builder, sig.args[0], args[0], args[1], vt), align=4)
         return context.get_dummy_value()
 
     return _nbt.void(arr, off, v), cg
@@ -176,8 +182,7 @@ def vdp(typingctx, acc, x, w):
     def cg(context, builder, sig, args):
         acc_, x_, w_ = args
         h16, w32 = _ir.VectorType(_ir.IntType(16), 32), _ir.VectorType(_ir.IntType(32), 32)
-        wv = builder.insert_element(_ir.Constant(_V16, None), w_, _ir.Constant(_ir.IntType(32), 0))
-        wv = builder.shuffle_vector(wv, wv, _ir.Constant(_V16, None))
+        wv = _splat(builder, w_)
         m = builder.mul(builder.sext(builder.bitcast(x_, h16), w32), builder.sext(builder.bitcast(wv, h16), w32))
         even = builder.shuffle_vector(m, m, _ir.Constant(_V16, [2 * i for i in range(16)]))
         odd = builder.shuffle_vector(m, m, _ir.Constant(_V16, [2 * i + 1 for i in range(16)]))
@@ -197,11 +202,7 @@ def _vec_scalar(op: str):
             return None
 
         def cg(context, builder, sig, args):
-            x, c = args
-            i32 = _ir.IntType(32)
-            c = builder.trunc(c, i32) if c.type.width > 32 else (builder.sext(c, i32) if c.type.width < 32 else c)
-            c = builder.insert_element(_ir.Constant(_V16, None), c, _ir.Constant(i32, 0))
-            c = builder.shuffle_vector(c, c, _ir.Constant(_V16, None))
+            x, c = args[0], _splat(builder, args[1])
             if op == "mul":
                 return builder.mul(x, c)
             if op == "add":

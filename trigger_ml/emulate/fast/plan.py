@@ -64,6 +64,14 @@ from trigger_ml.ir import FirmwareModel, Layer
 _OMODE = {"WRAP": O_WRAP, "SAT": O_SAT, "SAT_SYM": O_SAT, "SAT_ZERO": O_SAT_ZERO}
 
 
+def _plain_stage_params(C: int, pm: float = 1.0, mu: float = 1.0) -> np.ndarray:
+    """Parameters ``(7, C)`` of a stage without a cast: ``v * pm`` (plus no offset) times ``mu``, no
+    overflow bounds (rows as in the chain kernel: pm, ad, mu, lo, hi, M, 1/M)."""
+    P = np.zeros((7, C))
+    P[0], P[2], P[3], P[4], P[5], P[6] = pm, mu, -math.inf, math.inf, 1.0, 1.0
+    return P
+
+
 def _stage_name(rm: int, om: int) -> str:
     return f"{ROUNDING_MODES[rm]}/{OVERFLOW_MODES[om]}"
 
@@ -237,9 +245,7 @@ class _Stages:
         """Emit the pending pre-operations as a stage without a cast."""
         if not self._pending():
             return
-        P = np.zeros((7, self.C))
-        P[2], P[3], P[4], P[5], P[6] = 1.0, -math.inf, math.inf, 1.0, 1.0
-        self._emit(0, 1, P)
+        self._emit(0, 1, _plain_stage_params(self.C))
 
     def cast(self, src_frac, dst_types) -> None:
         """Cast every column from ``src_frac`` (int or per-column) to ``dst_types`` (a FixedType, or
@@ -571,8 +577,9 @@ class _FastPlan:
         self._emit_chain(layer, src, owner, st)
 
     def _dense_parts(self, layer: Layer, in_t: FixedType, w, b, lo, hi):
-        """Integer weights scaled to the accumulator grid, the interval/bound of the products and the
-        stage chain that follows the matrix product."""
+        """Integer weights scaled to the accumulator grid, the stage chain that follows the matrix
+        product, the bound of the products (max over outputs of sum |w x|) and each output's interval
+        ``(lo, hi)`` before the bias."""
         T = layer.types
         at = T["accum"]
         fp = in_t.frac + T["weight"].frac
@@ -614,13 +621,13 @@ class _FastPlan:
         st.cast(at.frac, layer.type)
         if not st.exact:
             raise _NotFast("inexact")
-        return w2, st, bound
+        return w2, st, bound, (out_lo, out_hi)
 
     def _b_dense(self, layer: Layer) -> None:
         src = layer.inputs[0]
         s_in = self.slots[self.layer_slot[src]]
         try:
-            w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, layer.arrays["weight"], layer.arrays["bias"], s_in.lo, s_in.hi)
+            w2, st, bound, _ = self._dense_parts(layer, self.fm.layer(src).type, layer.arrays["weight"], layer.arrays["bias"], s_in.lo, s_in.hi)
         except _NeedPerProduct:
             self._b_pp(layer, src, np.asarray(layer.arrays["weight"]), s_in.lo, s_in.hi, None)
             return
@@ -645,7 +652,7 @@ class _FastPlan:
         col_lo = np.array([min(int(v) for v in lo[:, k]) for k in range(K)], dtype=object)
         col_hi = np.array([max(int(v) for v in hi[:, k]) for k in range(K)], dtype=object)
         try:
-            w2, st, bound = self._dense_parts(layer, self.fm.layer(src).type, ref.w2, layer.arrays["bias"], col_lo, col_hi)
+            w2, st, bound, (sum_lo, sum_hi) = self._dense_parts(layer, self.fm.layer(src).type, ref.w2, layer.arrays["bias"], col_lo, col_hi)
         except _NeedPerProduct:
             s_in.pad = True
             self._b_pp(layer, src, np.asarray(ref.w2), col_lo, col_hi, idx)
@@ -676,10 +683,7 @@ class _FastPlan:
                 self.slots[cols].f64_needed = True
         op = _ConvOp(self.layer_slot[src], cols, acc, idx, w2, st, slabs, ints)
         op.layer_name = layer.name
-        if ints is not None:  # each filter's sum interval, for the stages run in int32 lanes
-            op.acc_iv = [(sum(min(int(w) * int(a), int(w) * int(b)) for w, a, b in zip(w2[:, j], col_lo, col_hi)),
-                          sum(max(int(w) * int(a), int(w) * int(b)) for w, a, b in zip(w2[:, j], col_lo, col_hi)))
-                         for j in range(w2.shape[1])]
+        op.acc_iv = [(int(a), int(b)) for a, b in zip(sum_lo, sum_hi)]  # each filter's sum, for int32 lanes
         self.ops.append(op)
         self._set_output(layer, op, np.tile(st.lo, P_), np.tile(st.hi, P_))
 
@@ -872,10 +876,12 @@ class _FastPlan:
         acc = self._new_slot(O * F, lo, hi)
         self.slots[acc].f64_needed = True
         op = _PoolOp(self.layer_slot[src], acc, rows, code, float(pad), ma, mb, mu, rm, aq, lens, st)
-        op.layer_name = layer.name
         self.ops.append(op)
         self._set_output(layer, op, st.lo, st.hi)
-        self._how = f"{op_name} pooling (numba) + fused stage chain"
+        if op.pair is not None:
+            self._how = f"{op_name} pooling of 2-input windows as the first step of the fused stage chain (no pooling pass)"
+        else:
+            self._how = f"{op_name} pooling (numba) + fused stage chain"
 
     _b_pooling1d = _b_pool
     _b_pooling2d = _b_pool
@@ -1241,26 +1247,25 @@ class _PoolOp(_Op):
     def __init__(self, src, acc, rows, code, pad, ma, mb, mu, rm, aq, lens, st) -> None:
         self.src, self.acc, self.rows, self.code, self.pad = src, acc, rows, code, pad
         self.ma, self.mb, self.mu, self.rm, self.aq, self.lens, self.chain = ma, mb, mu, int(rm), aq, lens, st
+        # windows of exactly two inputs (2x1, 1x2 pools): the stage chain's first step combines them --
+        # max(a, b), or a*mb + b*mb then C division by 2 (TRN_ZERO of x/2, exact) when no partial sum
+        # can overflow -- so the window needs no pass of its own.  ``pair``: the inputs' multipliers
+        self.pair = None
+        if rows.shape[1] == 2 and bool((rows >= 0).all()):
+            if code == 0:
+                self.pair = (1.0, 1.0)
+            elif aq[0] < 0 and ma == 1.0 and mu == 1.0 and (lens == 2).all():
+                self.pair = (mb, mb)
 
     def finalize(self, plan) -> None:
         super().finalize(plan)
-        self.pair = None
-        # windows of exactly two inputs (2x1, 1x2 pools): the stage chain's first step combines them --
-        # max(a, b), or a*mb + b*mb then C division by 2 (TRN_ZERO of x/2, exact) when no partial sum
-        # can overflow -- so the window needs no pass of its own
-        two = self.rows.shape[1] == 2 and bool((self.rows >= 0).all())
-        if two and (self.code == 0 or (self.aq[0] < 0 and self.ma == 1.0 and self.mu == 1.0 and (self.lens == 2).all())):
+        if self.pair is not None:
             stages = list(self.stages)
             if self.code == 1:
-                P0 = np.zeros((7, len(self.rows)))
-                P0[0], P0[2], P0[3], P0[4], P0[5], P0[6] = 1.0, 0.5, -math.inf, math.inf, 1.0, 1.0
-                stages.insert(0, ("x/2", Q_TRN_ZERO, O_SAT, P0, -math.inf))
-            self.pair = (1.0, 1.0) if self.code == 0 else (self.mb, self.mb)
+                stages.insert(0, ("x/2", Q_TRN_ZERO, O_SAT, _plain_stage_params(len(self.rows), mu=0.5), -math.inf))
             self.runner = _Runner(stages, plan.slots[self.out_slot].size, binop="maximum" if self.code == 0 else "add",
                                   rows1=self.rows[:, 0], rows2=self.rows[:, 1])
             plan.slots[self.acc].size = 0
-            kind = "max" if self.code == 0 else "average"
-            plan.report[self.layer_name]["how"] = f"{kind} pooling of 2-input windows as the first step of the fused stage chain (no pooling pass)"
 
     def run(self, bufs, views, inputs, ffi, K) -> None:
         if self.pair is not None:
@@ -1448,9 +1453,7 @@ class _ConvOp(_Op):
                 P0[0] *= 2.0**k
                 stages[0] = (name, rm, om, P0, rlo)
             else:
-                P0 = np.zeros((7, F))
-                P0[0], P0[2], P0[3], P0[4], P0[5], P0[6] = 2.0**k, 1.0, -math.inf, math.inf, 1.0, 1.0
-                stages = [("x2**k", Q_TRN, O_SAT, P0, -math.inf)]
+                stages = [("x2**k", Q_TRN, O_SAT, _plain_stage_params(F, pm=2.0**k), -math.inf)]
         self.SP = _int_stages(stages, self.Fb * 8, [(lo >> k, hi >> k) for lo, hi in self.acc_iv])
         self.runner = _Runner(stages[len(self.SP):], plan.slots[self.out_slot].size, tile=self.P, rows1=rows)
         # the kernel stores floats itself when no stage is left; float32 holds its int32 results exactly
